@@ -1,0 +1,231 @@
+"""Analyze: one file -> features, per-model frame outputs pooled into segments, all in bounded memory.
+
+The decoder yields fixed-size blocks; each analyzer sees consecutive chunks whose frame
+grid lines up exactly with the file's (chunks start at multiples of the analyzer's hop), so
+streaming a 3-hour file gives the same frames as analysing it whole, while holding only one
+block at a time. Frames are then pooled into fixed-length segments: the unit a hit points to.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from . import decode, features
+from .types import Analyzer, AudioInfo, FrameOutput
+
+SAMPLE_RATE = 16000
+BLOCK_S = 30.0
+SEGMENT_S = 5.0
+
+
+@dataclass
+class PooledSegment:
+    start: float
+    end: float
+    scores: dict[str, np.ndarray]  # analyzer name -> (n_labels,) max-pooled probabilities
+    embeddings: dict[str, np.ndarray]  # analyzer name -> (dim,) L2-normalised, loudness-weighted mean
+
+
+@dataclass
+class Analysis:
+    """Everything learned about one file."""
+
+    info: AudioInfo
+    duration_s: float  # decoded duration (truth; the header may be wrong)
+    features: dict[str, Any]
+    segments: list[PooledSegment]
+    item_scores: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (n_labels,) item-level
+    item_embeddings: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (dim,)
+    frame_counts: dict[str, int] = field(default_factory=dict)
+
+
+class _Streamer:
+    """Feeds one analyzer consecutive chunks aligned to its hop; collects its frames and their loudness."""
+
+    def __init__(self, analyzer: Analyzer, sample_rate: int) -> None:
+        self.a = analyzer
+        self.sr = sample_rate
+        self.hop = round(analyzer.hop_s * sample_rate)
+        self.win = int(getattr(analyzer, "frame_samples", 0) or round(analyzer.window_s * sample_rate))
+        self.buf = np.zeros(0, np.float32)
+        self.offset = 0  # sample index of buf[0] in the file
+        self.parts: list[FrameOutput] = []
+        self.levels: list[np.ndarray] = []
+
+    def push(self, block: np.ndarray, *, final: bool = False) -> None:
+        """Add samples; analyse every complete frame. ``final`` also analyses a padded last frame
+        when at least half a hop of audio is not yet covered (or when the file is shorter than a frame)."""
+        self.buf = np.concatenate([self.buf, block]) if self.buf.size else block
+        n_frames = (self.buf.shape[0] - self.win) // self.hop + 1 if self.buf.shape[0] >= self.win else 0
+        if final and n_frames == 0:
+            covered = self.win - self.hop if self.parts else 0
+            n_frames = 1 if self.buf.shape[0] - covered >= (self.hop // 2 if self.parts else 1) else 0
+        if n_frames <= 0:
+            return
+        chunk = self.buf[: (n_frames - 1) * self.hop + self.win]
+        out = self.a.analyze(chunk, offset_s=self.offset / self.sr)
+        keep = min(len(out), n_frames)
+        if keep == 0:
+            return
+        self.parts.append(FrameOutput(out.times[:keep], out.scores[:keep], out.embeddings[:keep]))
+        self.levels.append(_frame_levels(chunk, keep, hop=self.hop, win=self.win))
+        self.buf = self.buf[keep * self.hop :]
+        self.offset += keep * self.hop
+        if final and self.buf.shape[0] >= self.win:
+            self.push(np.zeros(0, np.float32), final=True)
+
+    def result(self) -> tuple[FrameOutput, np.ndarray]:
+        if not self.parts:
+            return FrameOutput.empty(len(self.a.labels), self.a.dim), np.zeros(0, np.float32)
+        return FrameOutput.concat(self.parts), np.concatenate(self.levels)
+
+
+def _frame_levels(y: np.ndarray, n: int, *, hop: int, win: int) -> np.ndarray:
+    """RMS of each frame's samples, shape (n,)."""
+    out = np.zeros(n, np.float32)
+    for i in range(n):
+        seg = y[i * hop : i * hop + win]
+        out[i] = float(np.sqrt(np.mean(np.square(seg, dtype=np.float64)))) if seg.size else 0.0
+    return out
+
+
+class _FeatureAccumulator:
+    """Streaming version of :func:`features.summary_features` (weighted by block length)."""
+
+    def __init__(self, sample_rate: int) -> None:
+        self.sr = sample_rate
+        self.n = 0
+        self.mfcc_sum = np.zeros(13, np.float64)
+        self.mfcc_sq = np.zeros(13, np.float64)
+        self.mfcc_frames = 0
+        self.centroid_sum = 0.0
+        self.centroid_frames = 0
+        self.energy = 0.0
+        self.rms_max = 0.0
+        self.zc_sum = 0.0
+        self.zc_frames = 0
+
+    def push(self, y: np.ndarray) -> None:
+        self.n += y.shape[0]
+        coeffs = features.mfcc(y, sr=self.sr)
+        self.mfcc_sum += coeffs.sum(axis=0)
+        self.mfcc_sq += np.square(coeffs, dtype=np.float64).sum(axis=0)
+        self.mfcc_frames += coeffs.shape[0]
+        cen = features.spectral_centroid(y, sr=self.sr)
+        self.centroid_sum += float(cen.sum())
+        self.centroid_frames += cen.shape[0]
+        self.energy += float(np.square(y, dtype=np.float64).sum())
+        level = features.rms(y)
+        self.rms_max = max(self.rms_max, float(level.max()) if level.size else 0.0)
+        zcr = features.zero_crossing_rate(y)
+        self.zc_sum += float(zcr.sum())
+        self.zc_frames += zcr.shape[0]
+
+    def result(self) -> dict[str, Any]:
+        frames = max(self.mfcc_frames, 1)
+        mean = self.mfcc_sum / frames
+        std = np.sqrt(np.maximum(self.mfcc_sq / frames - mean**2, 0.0))
+        level = math.sqrt(self.energy / self.n) if self.n else 0.0
+        return {
+            "duration_s": self.n / self.sr,
+            "mfcc_mean": [round(float(v), 4) for v in mean],
+            "mfcc_std": [round(float(v), 4) for v in std],
+            "centroid_hz": round(self.centroid_sum / max(self.centroid_frames, 1), 2),
+            "loudness_dbfs": round(max(-120.0, 20 * math.log10(max(level, 1e-6))), 2),
+            "rms_max": round(self.rms_max, 5),
+            "zcr": round(self.zc_sum / max(self.zc_frames, 1), 5),
+        }
+
+
+def analyze_file(
+    path: str,
+    analyzers: list[Analyzer],
+    *,
+    sample_rate: int = SAMPLE_RATE,
+    segment_s: float = SEGMENT_S,
+    block_s: float = BLOCK_S,
+) -> Analysis:
+    """Decode ``path`` as a stream and run every analyzer over it. Raises ``decode.DecodeError``."""
+    info = decode.probe(path)
+    streamers = [_Streamer(a, sample_rate) for a in analyzers]
+    acc = _FeatureAccumulator(sample_rate)
+    for block in decode.stream(path, sample_rate=sample_rate, block_s=block_s):
+        acc.push(block)
+        for s in streamers:
+            s.push(block)
+    for s in streamers:
+        s.push(np.zeros(0, np.float32), final=True)
+    feats = acc.result()
+    duration = feats["duration_s"]
+    if duration <= 0:
+        raise decode.DecodeError("no audio samples")
+    return pool(info, duration, feats, {s.a.name: s.result() for s in streamers}, segment_s=segment_s,
+                window_s={s.a.name: s.a.window_s for s in streamers})
+
+
+def analyze_array(
+    y: np.ndarray, analyzers: list[Analyzer], *, sample_rate: int = SAMPLE_RATE, segment_s: float = SEGMENT_S,
+    path: str = "<array>",
+) -> Analysis:
+    """Same as :func:`analyze_file` for an in-memory mono float32 signal at ``sample_rate``."""
+    info = AudioInfo(path=path, duration_s=y.shape[0] / sample_rate, sample_rate=sample_rate, channels=1)
+    acc = _FeatureAccumulator(sample_rate)
+    acc.push(y)
+    outs = {}
+    for a in analyzers:
+        s = _Streamer(a, sample_rate)
+        s.push(y)
+        s.push(np.zeros(0, np.float32), final=True)
+        outs[a.name] = s.result()
+    return pool(info, y.shape[0] / sample_rate, acc.result(), outs, segment_s=segment_s,
+                window_s={a.name: a.window_s for a in analyzers})
+
+
+def segment_bounds(duration_s: float, segment_s: float) -> list[tuple[float, float]]:
+    """Fixed grid of segments covering the file; a short tail (< 40 %) joins the previous one."""
+    n = max(1, math.floor(duration_s / segment_s + 0.6))
+    return [(i * segment_s, duration_s if i == n - 1 else (i + 1) * segment_s) for i in range(n)]
+
+
+def _weighted_mean(emb: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    """Mean of frames at most 20 dB below the loudest (digital silence never counts), L2-normalised."""
+    if emb.shape[0] == 0:
+        return np.zeros(emb.shape[1], np.float32)
+    top = float(levels.max()) if levels.size else 0.0
+    mask = levels >= max(top * 0.1, 1e-5) if top > 1e-5 else np.ones(emb.shape[0], bool)
+    v = emb[mask].mean(axis=0)
+    return (v / max(float(np.linalg.norm(v)), 1e-9)).astype(np.float32)
+
+
+def pool(
+    info: AudioInfo,
+    duration_s: float,
+    feats: dict[str, Any],
+    outputs: dict[str, tuple[FrameOutput, np.ndarray]],
+    *,
+    segment_s: float,
+    window_s: dict[str, float],
+) -> Analysis:
+    """Pool per-frame outputs (with frame loudness) into segments and an item-level summary."""
+    bounds = segment_bounds(duration_s, segment_s)
+    segments = [PooledSegment(s, e, {}, {}) for s, e in bounds]
+    analysis = Analysis(info, duration_s, feats, segments)
+    for name, (out, levels) in outputs.items():
+        analysis.frame_counts[name] = len(out)
+        if len(out) == 0:
+            continue
+        centers = out.times + min(window_s[name], duration_s) / 2
+        seg_of = np.clip(np.searchsorted([e for _, e in bounds], centers, side="right"), 0, len(bounds) - 1)
+        for i, seg in enumerate(segments):
+            idx = np.flatnonzero(seg_of == i)
+            if idx.size == 0:  # segment shorter than a frame: borrow the nearest frame
+                idx = np.array([int(np.argmin(np.abs(centers - (seg.start + seg.end) / 2)))])
+            seg.scores[name] = out.scores[idx].max(axis=0)
+            seg.embeddings[name] = _weighted_mean(out.embeddings[idx], levels[idx])
+        analysis.item_scores[name] = out.scores.max(axis=0)
+        analysis.item_embeddings[name] = _weighted_mean(out.embeddings, levels)
+    return analysis

@@ -1,0 +1,118 @@
+"""The library API: everything the CLI and the HTTP server do, as plain Python calls.
+
+    >>> import soundscope
+    >>> soundscope.index(["~/Sounds"])
+    >>> soundscope.search("dog barking", limit=5)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from . import analyze, describe
+from .ingest import Indexer, Progress
+from .search import Filters, Searcher
+from .store import Store
+from .types import Analyzer, IndexReport, Result
+
+
+def default_analyzers() -> list[Analyzer]:
+    """The audio models used when none are named: YAMNet (sound events + embedding)."""
+    from .analyzers import yamnet
+
+    return [yamnet.load()]
+
+
+class Library:
+    """One data directory and the models that read and write it (loaded lazily, once)."""
+
+    def __init__(self, data_dir: str | os.PathLike[str] | None = None,
+                 analyzers: list[Analyzer] | None = None) -> None:
+        self.store = Store(data_dir)
+        self._analyzers = analyzers
+
+    @property
+    def data_dir(self) -> Path:
+        return self.store.data_dir
+
+    @cached_property
+    def analyzers(self) -> list[Analyzer]:
+        return self._analyzers if self._analyzers is not None else default_analyzers()
+
+    @cached_property
+    def encoder(self):  # -> TextEncoder
+        from . import text
+
+        return text.load()
+
+    @cached_property
+    def searcher(self) -> Searcher:
+        return Searcher(self.store, self.encoder)
+
+    def index(self, paths: Iterable[str | os.PathLike[str]], *, rehash: bool = False,
+              progress: Callable[[Progress], None] | None = None) -> IndexReport:
+        """Index (or update) every audio file under ``paths``; see :class:`soundscope.ingest.Indexer`."""
+        return Indexer(self.store, self.analyzers, self.encoder).run(list(paths), rehash=rehash, progress=progress)
+
+    def search(self, query: str, *, limit: int = 10, filters: Filters | None = None) -> list[Result]:
+        """Best ``limit`` items for a free-text query, with scores and explanations."""
+        return self.searcher.search(query, limit=limit, filters=filters)
+
+    def similar(self, target: str | int | os.PathLike[str], *, limit: int = 10, filters: Filters | None = None,
+                include_self: bool = False) -> list[Result]:
+        """Items that sound like ``target``: an indexed item id, or the path of any audio file."""
+        primary = self.analyzers[0]
+        exclude: set[int] = set()
+        row = self.store.catalog.item(int(target)) if _is_int(target) else self.store.catalog.item_by_path(
+            os.path.abspath(os.path.expanduser(os.fspath(target))))
+        if _is_int(target) and row is None:
+            raise KeyError(f"no item with id {target}")
+        path = row.path if row else os.fspath(target)
+        if row and not include_self:
+            exclude.add(row.id)
+        query = analyze.analyze_file(path, [primary])
+        return self.searcher.similar(primary, query, limit=limit, filters=filters, exclude_ids=exclude)
+
+    def show(self, item_id: int) -> dict[str, Any]:
+        """Everything stored about one item: metadata, description, top labels per model, segments."""
+        row = self.store.catalog.item(item_id)
+        if row is None:
+            raise KeyError(f"no item with id {item_id}")
+        out = row.to_dict()
+        models = self.store.catalog.models()
+        m = self.searcher.matrices()
+        pos = int(m.ids.searchsorted(item_id))
+        out["labels"] = {
+            space: [[n, round(p, 4)] for n, p in describe.top_labels(mat[pos], models[space]["labels"], k=10)]
+            for space, mat in m.scores.items()
+        }
+        primary = next(iter(m.scores), None)
+        out["segments"] = [
+            {"start": round(s, 2), "end": round(e, 2),
+             "labels": [n for n, _ in describe.top_labels(sc, models[primary]["labels"], k=3)] if sc is not None else []}
+            for _, s, e, sc, _ in (self.store.catalog.segments_of(item_id, primary) if primary else [])
+        ]
+        return out
+
+    def stats(self) -> dict[str, Any]:
+        return {"data_dir": str(self.data_dir), **self.store.catalog.stats()}
+
+    def failures(self) -> list[tuple[str, str]]:
+        return self.store.catalog.failures()
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Library:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) or (isinstance(value, str) and value.isdigit())

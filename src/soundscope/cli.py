@@ -1,0 +1,231 @@
+"""Command line: a thin layer over :class:`soundscope.api.Library`.
+
+Every command takes ``--data-dir`` (or ``$SOUNDSCOPE_DATA_DIR``) and ``--json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from .search import Filters
+
+EXIT_OK, EXIT_FAILURES, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def _configure_threads() -> None:
+    """One BLAS/ONNX thread per process: oversubscription on small machines is catastrophic."""
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
+
+
+def _mmss(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
+
+
+class ProgressLine:
+    """Files done, failures and speed on stderr: redrawn in place on a terminal, every 5 s otherwise."""
+
+    def __init__(self, stream=sys.stderr) -> None:
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.last = 0.0
+
+    def __call__(self, p) -> None:  # p: ingest.Progress
+        now = time.monotonic()
+        final = p.done == p.total
+        if not final and now - self.last < (0.2 if self.tty else 5.0):
+            return
+        self.last = now
+        width = 24
+        filled = int(width * p.done / max(p.total, 1))
+        line = (f"[{'#' * filled}{'.' * (width - filled)}] {p.done}/{p.total} files, {p.failed} failed, "
+                f"{p.audio_s / 60:.1f} min audio at {p.speed_x_realtime:.0f}x real time")
+        self.stream.write(("\r" + line + "\033[K") if self.tty else line + "\n")
+        if final and self.tty:
+            self.stream.write("\n")
+        self.stream.flush()
+
+
+def _filters(args: argparse.Namespace) -> Filters | None:
+    f = Filters(min_duration=args.min_duration, max_duration=args.max_duration, kind=args.kind,
+                path_prefix=args.under, label=args.label)
+    return f if f.to_dict() else None
+
+
+def _print_results(results: list, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps([r.to_dict() for r in results], ensure_ascii=False, indent=1))
+        return
+    if not results:
+        print("no results")
+        return
+    for rank, r in enumerate(results, 1):
+        print(f"{rank:2d}. {r.score:.4f}  {_mmss(r.start)}  {r.path}")
+        print(f"      {r.description}")
+        for reason in r.why:
+            print(f"      - {reason}")
+
+
+def cmd_index(lib, args) -> int:
+    progress = None if args.quiet else ProgressLine()
+    report = lib.index(args.paths, rehash=args.rehash, progress=progress)
+    if args.json:
+        print(json.dumps(report.to_dict(), ensure_ascii=False, indent=1))
+    else:
+        print(f"indexed {report.indexed}, unchanged {report.unchanged}, removed {report.removed}, "
+              f"failed {report.failed} in {report.elapsed_s:.1f} s "
+              f"({report.audio_seconds / 60:.1f} min of audio, {report.speed_x_realtime:.0f}x real time)")
+        for f in report.failures:
+            print(f"  FAILED {f.path}: {f.reason}")
+    return EXIT_FAILURES if report.failed else EXIT_OK
+
+
+def cmd_search(lib, args) -> int:
+    _print_results(lib.search(args.query, limit=args.limit, filters=_filters(args)), args.json)
+    return EXIT_OK
+
+
+def cmd_similar(lib, args) -> int:
+    results = lib.similar(args.target, limit=args.limit, filters=_filters(args), include_self=args.include_self)
+    _print_results(results, args.json)
+    return EXIT_OK
+
+
+def cmd_show(lib, args) -> int:
+    info = lib.show(args.id)
+    if args.json:
+        print(json.dumps(info, ensure_ascii=False, indent=1))
+        return EXIT_OK
+    print(f"#{info['id']}  {info['path']}")
+    print(f"  {info['description']}")
+    print(f"  kind {info['kind']}, {info['duration_s']:.2f} s, {info['sample_rate']} Hz, {info['channels']} ch, "
+          f"{info['codec']}")
+    for key, value in info["tags"].items():
+        print(f"  {key}: {value}")
+    for space, labels in info["labels"].items():
+        print(f"  {space}: " + ", ".join(f"{n} {p:.2f}" for n, p in labels))
+    f = info["features"]
+    print(f"  loudness {f.get('loudness_dbfs')} dBFS, centroid {f.get('centroid_hz')} Hz, zcr {f.get('zcr')}")
+    for seg in info["segments"][:20]:
+        print(f"  {_mmss(seg['start'])}-{_mmss(seg['end'])}  {', '.join(seg['labels'])}")
+    if len(info["segments"]) > 20:
+        print(f"  ... {len(info['segments']) - 20} more segments")
+    return EXIT_OK
+
+
+def cmd_stats(lib, args) -> int:
+    s = lib.stats()
+    if args.json:
+        print(json.dumps(s, ensure_ascii=False, indent=1))
+    else:
+        for key, value in s.items():
+            print(f"{key}: {value}")
+    return EXIT_OK
+
+
+def cmd_failures(lib, args) -> int:
+    rows = lib.failures()
+    if args.json:
+        print(json.dumps([{"path": p, "reason": r} for p, r in rows], ensure_ascii=False, indent=1))
+    else:
+        for p, r in rows:
+            print(f"{p}: {r}")
+    return EXIT_OK
+
+
+def cmd_eval(lib, args) -> int:
+    from . import evaluate
+
+    return evaluate.main(args)
+
+
+def cmd_bench(lib, args) -> int:
+    from . import bench
+
+    return bench.main(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--data-dir", default=None, help="data directory (default: $SOUNDSCOPE_DATA_DIR or the "
+                        "user data dir)")
+    common.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+    filt = argparse.ArgumentParser(add_help=False)
+    filt.add_argument("--limit", "-n", type=int, default=10)
+    filt.add_argument("--min-duration", type=float, help="seconds")
+    filt.add_argument("--max-duration", type=float, help="seconds")
+    filt.add_argument("--kind", choices=["music", "speech", "sound"])
+    filt.add_argument("--under", metavar="PATH", help="only files under this folder")
+    filt.add_argument("--label", help="only items carrying this model label (e.g. Dog)")
+
+    p = argparse.ArgumentParser(prog="soundscope", description="Search audio by what it sounds like, means and says.")
+    p.add_argument("--version", action="version", version=f"soundscope {__import__('soundscope').__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("index", parents=[common], help="index folders or files (recursive, incremental)")
+    s.add_argument("paths", nargs="+")
+    s.add_argument("--rehash", action="store_true", help="hash every file even if size and mtime are unchanged")
+    s.add_argument("--quiet", "-q", action="store_true", help="no progress line")
+    s.set_defaults(func=cmd_index)
+    s = sub.add_parser("search", parents=[common, filt], help="search by text (Chinese or English)")
+    s.add_argument("query")
+    s.set_defaults(func=cmd_search)
+    s = sub.add_parser("similar", parents=[common, filt], help="query by example: a file path or an item id")
+    s.add_argument("target")
+    s.add_argument("--include-self", action="store_true", help="keep the query item itself in the results")
+    s.set_defaults(func=cmd_similar)
+    s = sub.add_parser("show", parents=[common], help="everything stored about one item")
+    s.add_argument("id", type=int)
+    s.set_defaults(func=cmd_show)
+    s = sub.add_parser("stats", parents=[common], help="what the index holds")
+    s.set_defaults(func=cmd_stats)
+    s = sub.add_parser("failures", parents=[common], help="files that could not be indexed, with reasons")
+    s.set_defaults(func=cmd_failures)
+    s = sub.add_parser("eval", parents=[common], help="retrieval quality on labelled audio (ESC-10)")
+    s.add_argument("--esc10", default=None, help="ESC-10 folder (default: ../shared/data/esc10 if present)")
+    s.add_argument("--out", help="also write the JSON report here")
+    s.add_argument("--max-per-class", type=int, default=None, help="subsample for a quick run")
+    s.set_defaults(func=cmd_eval)
+    s = sub.add_parser("bench", parents=[common], help="indexing speed and query latency")
+    s.add_argument("paths", nargs="*", help="audio folders (default: the bundled demo corpus)")
+    s.add_argument("--queries", type=int, default=200)
+    s.add_argument("--out", help="also write the JSON report here")
+    s.set_defaults(func=cmd_bench)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    _configure_threads()
+    args = build_parser().parse_args(argv)
+    from .api import Library
+    from .store import IncompatibleIndexError
+
+    lib = Library(args.data_dir)
+    try:
+        return int(args.func(lib, args))
+    except KeyboardInterrupt:
+        print("\ninterrupted: rerun the same command to resume (finished files are kept)", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (IncompatibleIndexError, KeyError, ValueError, FileNotFoundError) as exc:
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+        if getattr(args, "json", False):
+            print(json.dumps({"error": msg}, ensure_ascii=False))
+        print(f"soundscope: error: {msg}", file=sys.stderr)
+        return EXIT_ERROR
+    finally:
+        lib.close()
+
+
+def _run() -> Any:  # pragma: no cover
+    sys.exit(main())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    _run()

@@ -1,0 +1,190 @@
+"""Ingest: walk folders, decide what changed by content hash, analyse, and write each file atomically.
+
+Per-file failures never stop a run: each is recorded with its reason and reported at the end.
+Each file is committed in its own transaction, so a run killed at any moment leaves a
+consistent catalog, and the next run resumes where it stopped without duplicates.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import analyze, decode, describe
+from .store import SegmentData, Store
+from .text import TextEncoder
+from .types import Analyzer, Failure, IndexReport
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION_SPACE = "description"
+
+
+@dataclass
+class Progress:
+    """Snapshot passed to the progress callback after each file."""
+
+    done: int
+    total: int
+    failed: int
+    audio_s: float
+    elapsed_s: float
+    path: str
+    status: str  # indexed | unchanged | moved | failed
+
+    @property
+    def speed_x_realtime(self) -> float:
+        return self.audio_s / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+def walk(paths: Iterable[str | os.PathLike[str]]) -> Iterator[tuple[str, str]]:
+    """(root, absolute file path) for every audio file under ``paths``, sorted, each file once.
+
+    A path that is a file is yielded as its own root whatever its extension (the user named it);
+    folders are walked recursively for known audio extensions, skipping hidden entries.
+    """
+    seen: set[str] = set()
+    for raw in paths:
+        root = os.path.abspath(os.path.expanduser(os.fspath(raw)))
+        if os.path.isfile(root):
+            if root not in seen:
+                seen.add(root)
+                yield root, root
+            continue
+        if not os.path.isdir(root):
+            raise FileNotFoundError(f"no such file or folder: {raw}")
+        for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for name in sorted(filenames):
+                if name.startswith(".") or not decode.is_audio_path(name):
+                    continue
+                path = os.path.join(dirpath, name)
+                if path not in seen and os.path.isfile(path):
+                    seen.add(path)
+                    yield root, path
+
+
+def content_hash(path: str, *, chunk: int = 1 << 20) -> str:
+    """BLAKE2b-128 of the file's bytes, hex (streams; constant memory)."""
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+class Indexer:
+    """Runs the pipeline over folders into a :class:`Store`."""
+
+    def __init__(self, store: Store, analyzers: list[Analyzer], text_encoder: TextEncoder,
+                 *, segment_s: float = analyze.SEGMENT_S) -> None:
+        self.store = store
+        self.analyzers = analyzers
+        self.text = text_encoder
+        self.segment_s = segment_s
+        cat = store.catalog
+        for a in analyzers:
+            cat.register_model(a.name, a.model_id, {**a.params, "segment_s": segment_s}, a.dim, list(a.labels))
+        cat.register_model(DESCRIPTION_SPACE, text_encoder.model_id, {}, text_encoder.dim, [])
+
+    def run(self, paths: Iterable[str | os.PathLike[str]], *, rehash: bool = False,
+            progress: Callable[[Progress], None] | None = None) -> IndexReport:
+        """Index every audio file under ``paths``; drop catalog items under them whose file is gone."""
+        t0 = time.perf_counter()
+        report = IndexReport()
+        files = list(walk(paths))
+        roots = sorted({root for root, _ in files} | {os.path.abspath(os.path.expanduser(os.fspath(p)))
+                                                      for p in paths})
+        seen: set[str] = set()
+        failed_now: set[str] = set()
+        for n, (root, path) in enumerate(files, 1):
+            seen.add(path)
+            status = self._one(root, path, rehash, report)
+            if status == "failed":
+                failed_now.add(path)
+            if progress:
+                progress(Progress(n, len(files), report.failed, report.audio_seconds, time.perf_counter() - t0,
+                                  path, status))
+        report.removed = self._drop_missing(roots, seen)
+        for root in roots:
+            self.store.catalog.clear_failures_under(root, failed_now)
+        for a in self.analyzers:  # refresh the vector indexes now rather than at the first query
+            self.store.vectors(a.name)
+        report.elapsed_s = time.perf_counter() - t0
+        return report
+
+    def _one(self, root: str, path: str, rehash: bool, report: IndexReport) -> str:
+        cat = self.store.catalog
+        try:
+            st = os.stat(path)
+            existing = cat.item_by_path(path)
+            if existing and not rehash and existing.size == st.st_size and existing.mtime == st.st_mtime:
+                report.unchanged += 1
+                return "unchanged"
+            digest = content_hash(path)
+            if existing and existing.content_hash == digest:
+                cat.update_location(existing.id, path=path, root=root, size=st.st_size, mtime=st.st_mtime)
+                report.unchanged += 1
+                return "unchanged"
+            moved = next((it for it in cat.items_by_hash(digest) if not os.path.exists(it.path)), None)
+            if moved and not existing:
+                cat.update_location(moved.id, path=path, root=root, size=st.st_size, mtime=st.st_mtime)
+                report.unchanged += 1
+                return "moved"
+            result = analyze.analyze_file(path, self.analyzers, segment_s=self.segment_s)
+            self._store(root, path, st, digest, result)
+        except (decode.DecodeError, OSError) as exc:
+            return self._fail(path, str(exc) if isinstance(exc, decode.DecodeError) else f"cannot read: {exc}", report)
+        except MemoryError:
+            return self._fail(path, "out of memory while analysing", report)
+        except Exception as exc:  # a bug or a model error on one file must not stop the run
+            log.exception("analysis failed for %s", path)
+            return self._fail(path, f"analysis error: {type(exc).__name__}: {exc}", report)
+        report.indexed += 1
+        report.audio_seconds += result.duration_s
+        return "indexed"
+
+    def _fail(self, path: str, reason: str, report: IndexReport) -> str:
+        report.failed += 1
+        report.failures.append(Failure(path, reason))
+        self.store.catalog.record_failure(path, reason)
+        return "failed"
+
+    def _store(self, root: str, path: str, st: os.stat_result, digest: str, a: analyze.Analysis) -> None:
+        primary = self.analyzers[0]
+        scores = a.item_scores.get(primary.name, np.zeros(len(primary.labels), np.float32))
+        kind = describe.kind_of(scores, primary.labels)
+        tags = dict(a.info.tags)
+        top = describe.top_labels(scores, primary.labels)
+        text = describe.describe(kind=kind, labels=top, features=a.features, tags=tags)
+        item: dict[str, Any] = {
+            "path": path, "root": root, "size": st.st_size, "mtime": st.st_mtime, "content_hash": digest,
+            "duration_s": a.duration_s, "sample_rate": a.info.sample_rate, "channels": a.info.channels,
+            "codec": a.info.codec, "tags": tags, "features": a.features, "kind": kind, "description": text,
+            "indexed_at": time.time(),
+        }
+        segments = [
+            (s.start, s.end, [SegmentData(name, s.scores.get(name), s.embeddings.get(name))
+                              for name in s.scores])
+            for s in a.segments
+        ]
+        item_data = [SegmentData(name, a.item_scores[name], a.item_embeddings[name]) for name in a.item_scores]
+        item_data.append(SegmentData(DESCRIPTION_SPACE, None, self.text.encode([text])[0]))
+        self.store.catalog.put_item(item, segments, item_data)
+
+    def _drop_missing(self, roots: list[str], seen: set[str]) -> int:
+        cat = self.store.catalog
+        gone: list[int] = []
+        for root in roots:
+            for path, (item_id, _, _) in cat.paths_under(root).items():
+                if path not in seen and not Path(path).exists():
+                    gone.append(item_id)
+        return cat.delete_items(gone) if gone else 0

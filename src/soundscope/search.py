@@ -1,0 +1,260 @@
+"""Search: text queries and query-by-example over a :class:`Store`, ranked and explained.
+
+Text queries run three rankers and fuse them with weighted reciprocal-rank fusion:
+
+* ``labels``: zero-shot label matching. The query and every model label are embedded by the
+  multilingual text encoder; similarities become weights over labels (softmax over the best
+  few); an item scores the weighted sum of its label probabilities.
+* ``description``: cosine between the query and each item's stored description.
+* ``keyword``: SQLite FTS5 (BM25) over file names, tags and descriptions.
+
+Query by example embeds the clip with the same audio model, finds the nearest segments in the
+vector index and keeps each file's best segment.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from . import analyze, describe, textnorm
+from .ingest import DESCRIPTION_SPACE
+from .store import Store
+from .text import TextEncoder
+from .types import Analyzer, Result
+
+RRF_K = 60.0
+RANKER_WEIGHTS = {"labels": 1.0, "description": 0.35, "keyword": 0.5}
+
+
+@dataclass
+class Filters:
+    """Constraints every result must meet."""
+
+    min_duration: float | None = None  # seconds
+    max_duration: float | None = None
+    kind: str | None = None  # music | speech | sound
+    path_prefix: str | None = None
+    label: str | None = None  # a model label the item must carry (item-level probability >= label_min)
+    label_min: float = 0.2
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if v is not None and k != "label_min"}
+
+
+@dataclass
+class LabelMatch:
+    """How a text query maps onto one label space."""
+
+    space: str
+    indices: np.ndarray  # (k,) label columns
+    weights: np.ndarray  # (k,) summing to 1
+    names: list[str]
+
+
+@dataclass
+class _Matrices:
+    generation: int
+    ids: np.ndarray  # (n,) item ids, ascending
+    scores: dict[str, np.ndarray] = field(default_factory=dict)  # space -> (n, n_labels)
+    desc: np.ndarray | None = None  # (n, 512)
+    durations: np.ndarray | None = None
+    kinds: np.ndarray | None = None
+    paths: list[str] = field(default_factory=list)
+
+
+@lru_cache(maxsize=8)
+def _label_embeddings(encoder: TextEncoder, labels: tuple[str, ...]) -> np.ndarray:
+    return encoder.encode(list(labels))
+
+
+class Searcher:
+    """Answers queries over one store; caches item matrices until the catalog changes."""
+
+    def __init__(self, store: Store, encoder: TextEncoder, *, label_top_k: int = 5, temperature: float = 0.05) -> None:
+        self.store = store
+        self.encoder = encoder
+        self.label_top_k = label_top_k
+        self.temperature = temperature
+        self._m: _Matrices | None = None
+
+    # -- cached state ---------------------------------------------------------------------------
+    def _spaces(self) -> dict[str, dict[str, Any]]:
+        return {k: v for k, v in self.store.catalog.models().items() if v["labels"]}
+
+    def matrices(self) -> _Matrices:
+        cat = self.store.catalog
+        gen = cat.generation("items")
+        if self._m is not None and self._m.generation == gen:
+            return self._m
+        rows = cat.items()
+        ids = np.array([r.id for r in rows], np.int64)
+        m = _Matrices(gen, ids, paths=[r.path for r in rows])
+        m.durations = np.array([r.duration_s for r in rows], np.float32)
+        m.kinds = np.array([r.kind for r in rows], dtype=object)
+        for space, info in self._spaces().items():
+            m.scores[space] = self._aligned(ids, *cat.item_matrix(space, "scores"), len(info["labels"]))
+        m.desc = self._aligned(ids, *cat.item_matrix(DESCRIPTION_SPACE, "embedding"), self.encoder.dim)
+        self._m = m
+        return m
+
+    @staticmethod
+    def _aligned(ids: np.ndarray, got_ids: np.ndarray, rows: np.ndarray, width: int) -> np.ndarray:
+        out = np.zeros((ids.shape[0], width), np.float32)
+        if got_ids.size:
+            pos = np.searchsorted(ids, got_ids)
+            ok = (pos < ids.shape[0]) & (ids[np.minimum(pos, ids.shape[0] - 1)] == got_ids)
+            out[pos[ok]] = rows[ok]
+        return out
+
+    # -- text search ----------------------------------------------------------------------------
+    def match_labels(self, query: str, space: str) -> LabelMatch:
+        """Weights over ``space``'s labels for ``query`` (softmax over the ``label_top_k`` most similar)."""
+        labels = tuple(self._spaces()[space]["labels"])
+        sims = _label_embeddings(self.encoder, labels) @ self.encoder.encode([query])[0]
+        top = np.argsort(-sims)[: self.label_top_k]
+        w = np.exp((sims[top] - sims[top[0]]) / self.temperature)
+        return LabelMatch(space, top, (w / w.sum()).astype(np.float32), [labels[i] for i in top])
+
+    def search(self, query: str, *, limit: int = 10, filters: Filters | None = None) -> list[Result]:
+        """Rank items for a free-text query (any language the text encoder reads)."""
+        m = self.matrices()
+        if m.ids.size == 0 or not query.strip():
+            return []
+        mask = self._mask(m, filters)
+        q = self.encoder.encode([query])[0]
+        rankings: dict[str, np.ndarray] = {}
+        raw: dict[str, np.ndarray] = {}
+        matches = [self.match_labels(query, space) for space in m.scores]
+        label_score = np.zeros(m.ids.shape[0], np.float32)
+        for lm in matches:
+            label_score += m.scores[lm.space][:, lm.indices] @ lm.weights
+        raw["labels"] = label_score
+        raw["description"] = m.desc @ q if m.desc is not None else np.zeros_like(label_score)
+        raw["keyword"] = self._keyword_scores(m, query)
+        for name, score in raw.items():
+            cand = np.flatnonzero(mask & (score > 0) if name == "keyword" else mask)
+            rankings[name] = cand[np.argsort(-score[cand], kind="stable")]
+        fused = np.zeros(m.ids.shape[0], np.float64)
+        ranks: dict[str, dict[int, int]] = {}
+        for name, order in rankings.items():
+            ranks[name] = {int(i): r for r, i in enumerate(order)}
+            fused[order] += RANKER_WEIGHTS[name] / (RRF_K + np.arange(1, order.shape[0] + 1))
+        best = [i for i in np.argsort(-fused, kind="stable") if mask[i] and fused[i] > 0][:limit]
+        return [self._text_result(m, int(i), float(fused[i]), matches, raw, ranks) for i in best]
+
+    def _keyword_scores(self, m: _Matrices, query: str) -> np.ndarray:
+        out = np.zeros(m.ids.shape[0], np.float32)
+        expr = textnorm.fts_query(query)
+        if not expr:
+            return out
+        hits = self.store.catalog.fts(expr, limit=max(200, m.ids.shape[0] // 10))
+        if hits:
+            ids = np.array([h[0] for h in hits], np.int64)
+            pos = np.searchsorted(m.ids, ids)
+            ok = (pos < m.ids.shape[0]) & (m.ids[np.minimum(pos, m.ids.shape[0] - 1)] == ids)
+            out[pos[ok]] = np.array([h[1] for h in hits], np.float32)[ok]
+        return out
+
+    def _mask(self, m: _Matrices, f: Filters | None) -> np.ndarray:
+        mask = np.ones(m.ids.shape[0], bool)
+        if f is None:
+            return mask
+        if f.min_duration is not None:
+            mask &= m.durations >= f.min_duration
+        if f.max_duration is not None:
+            mask &= m.durations <= f.max_duration
+        if f.kind:
+            mask &= m.kinds == f.kind
+        if f.path_prefix:
+            prefix = os.path.abspath(os.path.expanduser(f.path_prefix))
+            mask &= np.array([p == prefix or p.startswith(prefix.rstrip("/") + "/") for p in m.paths], bool)
+        if f.label:
+            mask &= self._label_mask(m, f.label, f.label_min)
+        return mask
+
+    def _label_mask(self, m: _Matrices, label: str, threshold: float) -> np.ndarray:
+        for space, info in self._spaces().items():
+            lowered = [x.lower() for x in info["labels"]]
+            if label.lower() in lowered:
+                return m.scores[space][:, lowered.index(label.lower())] >= threshold
+        raise ValueError(f"unknown label {label!r}: see `soundscope labels`")
+
+    def _best_segment(self, item_id: int, matches: list[LabelMatch]) -> tuple[float, float]:
+        best, span = -1.0, (0.0, 0.0)
+        for lm in matches:
+            for _, start, end, scores, _ in self.store.catalog.segments_of(item_id, lm.space):
+                if scores is not None:
+                    s = float(scores[lm.indices] @ lm.weights)
+                    if s > best:
+                        best, span = s, (start, end)
+        return span
+
+    def _text_result(self, m: _Matrices, i: int, fused: float, matches: list[LabelMatch],
+                     raw: dict[str, np.ndarray], ranks: dict[str, dict[int, int]]) -> Result:
+        row = self.store.catalog.item(int(m.ids[i]))
+        assert row is not None
+        why: list[str] = []
+        contributions = sorted(
+            ((float(m.scores[lm.space][i, j] * w), lm.names[k], float(m.scores[lm.space][i, j]))
+             for lm in matches for k, (j, w) in enumerate(zip(lm.indices, lm.weights))),
+            reverse=True,
+        )
+        strong = [f"{name} {p:.2f}" for c, name, p in contributions[:3] if p >= 0.05 and c > 0.005]
+        if strong and ranks["labels"].get(i, 1 << 30) < 50:
+            why.append("sounds like: " + ", ".join(strong))
+        if ranks["description"].get(i, 1 << 30) < 10:
+            why.append(f"description matches ({raw['description'][i]:.2f}): {row.description}")
+        if raw["keyword"][i] > 0:
+            why.append("keywords match name/tags/description")
+        start, end = self._best_segment(row.id, matches)
+        if row.duration_s > analyze.SEGMENT_S * 1.5:
+            why.append(f"best moment {describe.format_duration(start) if start >= 60 else f'{start:.0f} s'}")
+        primary = next(iter(m.scores), None)
+        labels = describe.top_labels(m.scores[primary][i], self._spaces()[primary]["labels"], k=5) if primary else []
+        evidence = {name: float(raw[name][i]) for name in raw}
+        return Result(row.id, row.path, fused, start, end, why or ["weak match"], row.description, row.duration_s,
+                      labels, evidence)
+
+    # -- query by example -----------------------------------------------------------------------
+    def similar(self, analyzer: Analyzer, query: analyze.Analysis, *, limit: int = 10, filters: Filters | None = None,
+                exclude_ids: set[int] | None = None) -> list[Result]:
+        """Items whose best segment is nearest (cosine) to the query clip's pooled embedding."""
+        m = self.matrices()
+        vec = query.item_embeddings.get(analyzer.name)
+        if m.ids.size == 0 or vec is None:
+            return []
+        mask = self._mask(m, filters)
+        index = self.store.vectors(analyzer.name)
+        exclude = exclude_ids or set()
+        k = min(len(index), max(limit * 20, 200))
+        keys, sims = index.search(vec, k)
+        seg = self.store.catalog.segment_items(keys.tolist())
+        best: dict[int, tuple[float, float, float]] = {}
+        for key, sim in zip(keys.tolist(), sims.tolist()):
+            item_id, start, end = seg.get(key, (None, 0.0, 0.0))
+            if item_id is None or item_id in exclude or item_id in best:
+                continue
+            pos = int(np.searchsorted(m.ids, item_id))
+            if pos < m.ids.shape[0] and m.ids[pos] == item_id and mask[pos]:
+                best[item_id] = (sim, start, end)
+        ranked = sorted(best.items(), key=lambda kv: -kv[1][0])[:limit]
+        out = []
+        space = analyzer.name
+        for item_id, (sim, start, end) in ranked:
+            row = self.store.catalog.item(item_id)
+            assert row is not None
+            pos = int(np.searchsorted(m.ids, item_id))
+            labels = describe.top_labels(m.scores[space][pos], analyzer.labels, k=5) if space in m.scores else []
+            why = [f"sounds similar ({space} embedding cosine {sim:.3f})"]
+            if labels:
+                why.append("shares: " + ", ".join(n for n, _ in labels[:3]))
+            if row.duration_s > analyze.SEGMENT_S * 1.5:
+                why.append(f"closest moment {start:.0f}-{end:.0f} s")
+            out.append(Result(row.id, row.path, sim, start, end, why, row.description, row.duration_s, labels,
+                              {"cosine": sim}))
+        return out

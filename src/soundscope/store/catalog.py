@@ -1,0 +1,455 @@
+"""The SQLite catalog: items, segments, per-model scores and vectors, full-text index, failures.
+
+One file, WAL mode, schema versioned by ``PRAGMA user_version`` with forward migrations.
+Each indexed file is written in one transaction, so an interrupted run never leaves half an
+item behind. Vectors and label scores are stored as float16 blobs; the vector index in
+:mod:`soundscope.store.vectors` is rebuilt from them whenever it is stale.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SCHEMA_VERSION = 1
+
+MIGRATIONS: dict[int, str] = {
+    1: """
+    CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE models(
+        space TEXT PRIMARY KEY,          -- analyzer or encoder name: 'yamnet', 'description', ...
+        model_id TEXT NOT NULL,
+        params TEXT NOT NULL,            -- JSON
+        dim INTEGER NOT NULL,
+        labels TEXT NOT NULL             -- JSON list of score column names
+    );
+    CREATE TABLE items(
+        id INTEGER PRIMARY KEY,
+        path TEXT NOT NULL UNIQUE,
+        root TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        mtime REAL NOT NULL,
+        content_hash TEXT NOT NULL,
+        duration_s REAL NOT NULL,
+        sample_rate INTEGER NOT NULL,
+        channels INTEGER NOT NULL,
+        codec TEXT NOT NULL DEFAULT '',
+        tags TEXT NOT NULL DEFAULT '{}',
+        features TEXT NOT NULL DEFAULT '{}',
+        kind TEXT NOT NULL DEFAULT 'sound',
+        description TEXT NOT NULL DEFAULT '',
+        indexed_at REAL NOT NULL
+    );
+    CREATE INDEX items_hash ON items(content_hash);
+    CREATE INDEX items_root ON items(root);
+    CREATE TABLE segments(
+        id INTEGER PRIMARY KEY,
+        item_id INTEGER NOT NULL REFERENCES items(id) ON DELETE CASCADE,
+        start REAL NOT NULL,
+        end REAL NOT NULL
+    );
+    CREATE INDEX segments_item ON segments(item_id);
+    CREATE TABLE segment_data(
+        segment_id INTEGER NOT NULL REFERENCES segments(id) ON DELETE CASCADE,
+        space TEXT NOT NULL,
+        scores BLOB,
+        embedding BLOB,
+        PRIMARY KEY(segment_id, space)
+    ) WITHOUT ROWID;
+    CREATE TABLE item_data(
+        item_id INTEGER NOT NULL REFERENCES items(id) ON DELETE CASCADE,
+        space TEXT NOT NULL,
+        scores BLOB,
+        embedding BLOB,
+        PRIMARY KEY(item_id, space)
+    ) WITHOUT ROWID;
+    CREATE TABLE failures(
+        path TEXT PRIMARY KEY,
+        reason TEXT NOT NULL,
+        at REAL NOT NULL
+    );
+    CREATE VIRTUAL TABLE items_fts USING fts5(name, tags, description, tokenize='unicode61 remove_diacritics 2');
+    """,
+}
+
+
+class IncompatibleIndexError(RuntimeError):
+    """The data directory was built by other models or settings than the ones in use."""
+
+
+@dataclass
+class ItemRow:
+    id: int
+    path: str
+    root: str
+    size: int
+    mtime: float
+    content_hash: str
+    duration_s: float
+    sample_rate: int
+    channels: int
+    codec: str
+    tags: dict[str, str]
+    features: dict[str, Any]
+    kind: str
+    description: str
+    indexed_at: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class SegmentData:
+    """What an analyzer contributes for one segment (or one whole item)."""
+
+    space: str
+    scores: np.ndarray | None  # (n_labels,) float probabilities
+    embedding: np.ndarray | None  # (dim,) L2-normalised
+
+
+def to_blob(arr: np.ndarray | None) -> bytes | None:
+    return None if arr is None else np.asarray(arr, dtype=np.float16).tobytes()
+
+
+def from_blob(blob: bytes | None) -> np.ndarray | None:
+    return None if blob is None else np.frombuffer(blob, dtype=np.float16).astype(np.float32)
+
+
+def name_words(path: str) -> str:
+    """File name and parent folder as searchable words: '/a/Dog_Bark-01.wav' -> 'a Dog Bark 01 wav'."""
+    p = Path(path)
+    text = " ".join([p.parent.name, p.stem])
+    for ch in "_-.()[]{}+,&'":
+        text = text.replace(ch, " ")
+    return " ".join(text.split())
+
+
+class Catalog:
+    """SQLite catalog at ``<data_dir>/catalog.sqlite``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.conn = sqlite3.connect(str(self.path), timeout=30.0, isolation_level=None, check_same_thread=False)
+        self.conn.row_factory = sqlite3.Row
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=NORMAL")
+        self.conn.execute("PRAGMA foreign_keys=ON")
+        self._migrate()
+
+    # -- schema -------------------------------------------------------------------------------
+    def _migrate(self) -> None:
+        version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise IncompatibleIndexError(
+                f"{self.path} has schema version {version}, newer than this soundscope ({SCHEMA_VERSION}): upgrade"
+            )
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            with self.transaction():
+                self._run_script(MIGRATIONS[target])
+                self.conn.execute(f"PRAGMA user_version={target}")
+                self.set_meta("schema_version", str(target))
+                if target == 1:
+                    self.set_meta("created_at", str(time.time()))
+
+    def _run_script(self, script: str) -> None:
+        for statement in script.split(";"):
+            if statement.strip():
+                self.conn.execute(statement)
+
+    @property
+    def schema_version(self) -> int:
+        return int(self.conn.execute("PRAGMA user_version").fetchone()[0])
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back on any exception."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # -- meta and models ----------------------------------------------------------------------
+    def get_meta(self, key: str, default: str | None = None) -> str | None:
+        row = self.conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return row[0] if row else default
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.conn.execute("INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                          (key, value))
+
+    def generation(self, space: str) -> int:
+        return int(self.get_meta(f"generation:{space}", "0") or 0)
+
+    def bump_generation(self, space: str) -> None:
+        self.set_meta(f"generation:{space}", str(self.generation(space) + 1))
+
+    def models(self) -> dict[str, dict[str, Any]]:
+        rows = self.conn.execute("SELECT space, model_id, params, dim, labels FROM models").fetchall()
+        return {
+            r["space"]: {"model_id": r["model_id"], "params": json.loads(r["params"]), "dim": r["dim"],
+                         "labels": json.loads(r["labels"])}
+            for r in rows
+        }
+
+    def register_model(self, space: str, model_id: str, params: dict[str, Any], dim: int, labels: list[str]) -> None:
+        """Record the model behind ``space``; refuse if a different model or setting already filled it."""
+        known = self.models().get(space)
+        wanted = {"model_id": model_id, "params": json.loads(json.dumps(params)), "dim": dim, "labels": labels}
+        if known is None:
+            with self.transaction():
+                self.conn.execute(
+                    "INSERT INTO models(space, model_id, params, dim, labels) VALUES(?,?,?,?,?)",
+                    (space, model_id, json.dumps(params, sort_keys=True), dim, json.dumps(labels)),
+                )
+            return
+        for key in ("model_id", "params", "dim", "labels"):
+            if known[key] != wanted[key]:
+                detail = known[key] if key != "labels" else f"{len(known[key])} labels"
+                raise IncompatibleIndexError(
+                    f"the index at {self.path.parent} holds '{space}' vectors from {key}={detail!r}, "
+                    f"but this run uses {key}={wanted[key] if key != 'labels' else len(labels)!r}; "
+                    "vectors from different models cannot be mixed: use another --data-dir or `soundscope reset`"
+                )
+
+    # -- items --------------------------------------------------------------------------------
+    def _row(self, r: sqlite3.Row) -> ItemRow:
+        d = dict(r)
+        d["tags"] = json.loads(d["tags"])
+        d["features"] = json.loads(d["features"])
+        return ItemRow(**d)
+
+    def item(self, item_id: int) -> ItemRow | None:
+        r = self.conn.execute("SELECT * FROM items WHERE id=?", (item_id,)).fetchone()
+        return self._row(r) if r else None
+
+    def item_by_path(self, path: str) -> ItemRow | None:
+        r = self.conn.execute("SELECT * FROM items WHERE path=?", (path,)).fetchone()
+        return self._row(r) if r else None
+
+    def items_by_hash(self, content_hash: str) -> list[ItemRow]:
+        return [self._row(r) for r in self.conn.execute("SELECT * FROM items WHERE content_hash=?", (content_hash,))]
+
+    def items(self, ids: Iterable[int] | None = None) -> list[ItemRow]:
+        if ids is None:
+            return [self._row(r) for r in self.conn.execute("SELECT * FROM items ORDER BY id")]
+        ids = list(ids)
+        out: dict[int, ItemRow] = {}
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            q = f"SELECT * FROM items WHERE id IN ({','.join('?' * len(chunk))})"
+            out.update({r["id"]: self._row(r) for r in self.conn.execute(q, chunk)})
+        return [out[i] for i in ids if i in out]
+
+    def paths_under(self, root: str) -> dict[str, tuple[int, int, float]]:
+        """path -> (id, size, mtime) for items whose path lies under ``root``."""
+        prefix = root.rstrip("/") + "/"
+        rows = self.conn.execute(
+            "SELECT id, path, size, mtime FROM items WHERE path = ? OR substr(path, 1, ?) = ?",
+            (root, len(prefix), prefix),
+        )
+        return {r["path"]: (r["id"], r["size"], r["mtime"]) for r in rows}
+
+    def count(self) -> int:
+        return int(self.conn.execute("SELECT count(*) FROM items").fetchone()[0])
+
+    def put_item(
+        self,
+        item: dict[str, Any],
+        segments: list[tuple[float, float, list[SegmentData]]],
+        item_data: list[SegmentData],
+    ) -> tuple[int, list[int]]:
+        """Insert or replace one analysed file with its segments, in one transaction.
+
+        ``item`` holds the ``items`` columns (no id). Returns (item id, segment ids).
+        Replacing an item removes its old segments and data first.
+        """
+        with self.transaction():
+            old = self.conn.execute("SELECT id FROM items WHERE path=?", (item["path"],)).fetchone()
+            if old:
+                self._delete_item(old[0])
+            cols = list(item)
+            values = [json.dumps(v, ensure_ascii=False) if isinstance(v, dict) else v for v in item.values()]
+            cur = self.conn.execute(
+                f"INSERT INTO items({','.join(cols)}) VALUES({','.join('?' * len(cols))})", values
+            )
+            item_id = int(cur.lastrowid)
+            seg_ids = []
+            spaces: set[str] = set()
+            for start, end, datas in segments:
+                sid = int(self.conn.execute("INSERT INTO segments(item_id, start, end) VALUES(?,?,?)",
+                                            (item_id, start, end)).lastrowid)
+                seg_ids.append(sid)
+                for d in datas:
+                    self.conn.execute("INSERT INTO segment_data VALUES(?,?,?,?)",
+                                      (sid, d.space, to_blob(d.scores), to_blob(d.embedding)))
+                    spaces.add(d.space)
+            for d in item_data:
+                self.conn.execute("INSERT INTO item_data VALUES(?,?,?,?)",
+                                  (item_id, d.space, to_blob(d.scores), to_blob(d.embedding)))
+                spaces.add(d.space)
+            self._index_text(item_id, item["path"], item.get("tags", {}), item.get("description", ""))
+            self.conn.execute("DELETE FROM failures WHERE path=?", (item["path"],))
+            for space in spaces:
+                self.bump_generation(space)
+            self.set_meta("generation:items", str(self.generation("items") + 1))
+        return item_id, seg_ids
+
+    def _index_text(self, item_id: int, path: str, tags: dict[str, str], description: str) -> None:
+        from ..textnorm import index_text
+
+        tag_text = " ".join(str(v) for k, v in tags.items() if k in TEXT_TAGS)
+        self.conn.execute(
+            "INSERT INTO items_fts(rowid, name, tags, description) VALUES(?,?,?,?)",
+            (item_id, index_text(name_words(path)), index_text(tag_text), index_text(description)),
+        )
+
+    def update_location(self, item_id: int, *, path: str, root: str, size: int, mtime: float) -> None:
+        """Record that an unchanged item moved or was touched (no re-analysis)."""
+        with self.transaction():
+            row = self.conn.execute("SELECT tags, description FROM items WHERE id=?", (item_id,)).fetchone()
+            self.conn.execute("UPDATE items SET path=?, root=?, size=?, mtime=? WHERE id=?",
+                              (path, root, size, mtime, item_id))
+            self.conn.execute("DELETE FROM items_fts WHERE rowid=?", (item_id,))
+            self._index_text(item_id, path, json.loads(row["tags"]), row["description"])
+            self.set_meta("generation:items", str(self.generation("items") + 1))
+
+    def _delete_item(self, item_id: int) -> None:
+        spaces = [r[0] for r in self.conn.execute(
+            "SELECT DISTINCT space FROM segment_data JOIN segments ON segments.id = segment_id WHERE item_id=? "
+            "UNION SELECT DISTINCT space FROM item_data WHERE item_id=?", (item_id, item_id))]
+        self.conn.execute("DELETE FROM items_fts WHERE rowid=?", (item_id,))
+        self.conn.execute("DELETE FROM items WHERE id=?", (item_id,))  # cascades to segments and data
+        for space in spaces:
+            self.bump_generation(space)
+        self.set_meta("generation:items", str(self.generation("items") + 1))
+
+    def delete_items(self, ids: Iterable[int]) -> int:
+        n = 0
+        with self.transaction():
+            for item_id in ids:
+                self._delete_item(item_id)
+                n += 1
+        return n
+
+    def set_description(self, item_id: int, description: str) -> None:
+        with self.transaction():
+            row = self.conn.execute("SELECT path, tags FROM items WHERE id=?", (item_id,)).fetchone()
+            self.conn.execute("UPDATE items SET description=? WHERE id=?", (description, item_id))
+            self.conn.execute("DELETE FROM items_fts WHERE rowid=?", (item_id,))
+            self._index_text(item_id, row["path"], json.loads(row["tags"]), description)
+
+    # -- failures -----------------------------------------------------------------------------
+    def record_failure(self, path: str, reason: str) -> None:
+        with self.transaction():
+            self.conn.execute(
+                "INSERT INTO failures(path, reason, at) VALUES(?,?,?) "
+                "ON CONFLICT(path) DO UPDATE SET reason=excluded.reason, at=excluded.at",
+                (path, reason, time.time()),
+            )
+
+    def failures(self) -> list[tuple[str, str]]:
+        return [(r[0], r[1]) for r in self.conn.execute("SELECT path, reason FROM failures ORDER BY path")]
+
+    def clear_failures_under(self, root: str, keep: set[str]) -> None:
+        """Forget failures under ``root`` for files that no longer exist (``keep`` = still failing)."""
+        prefix = root.rstrip("/") + "/"
+        with self.transaction():
+            for (path,) in self.conn.execute(
+                "SELECT path FROM failures WHERE substr(path, 1, ?) = ?", (len(prefix), prefix)
+            ).fetchall():
+                if path not in keep and not Path(path).exists():
+                    self.conn.execute("DELETE FROM failures WHERE path=?", (path,))
+
+    # -- vectors and scores -------------------------------------------------------------------
+    def segment_vectors(self, space: str) -> tuple[np.ndarray, np.ndarray]:
+        """All (segment ids (n,), embeddings (n, dim)) of ``space``, for rebuilding an index."""
+        keys, vecs = [], []
+        for sid, blob in self.conn.execute(
+            "SELECT segment_id, embedding FROM segment_data WHERE space=? AND embedding IS NOT NULL", (space,)
+        ):
+            keys.append(sid)
+            vecs.append(from_blob(blob))
+        if not keys:
+            return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
+        return np.asarray(keys, np.int64), np.stack(vecs)
+
+    def item_matrix(self, space: str, column: str = "scores") -> tuple[np.ndarray, np.ndarray]:
+        """(item ids (n,), item-level ``scores`` or ``embedding`` rows (n, d)) for ``space``."""
+        assert column in ("scores", "embedding")
+        ids, rows = [], []
+        for item_id, blob in self.conn.execute(
+            f"SELECT item_id, {column} FROM item_data WHERE space=? AND {column} IS NOT NULL ORDER BY item_id",
+            (space,),
+        ):
+            ids.append(item_id)
+            rows.append(from_blob(blob))
+        if not ids:
+            return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
+        return np.asarray(ids, np.int64), np.stack(rows)
+
+    def segments_of(self, item_id: int, space: str) -> list[tuple[int, float, float, np.ndarray | None,
+                                                                   np.ndarray | None]]:
+        """[(segment id, start, end, scores, embedding)] of one item, in time order."""
+        rows = self.conn.execute(
+            "SELECT s.id, s.start, s.end, d.scores, d.embedding FROM segments s "
+            "LEFT JOIN segment_data d ON d.segment_id = s.id AND d.space = ? WHERE s.item_id=? ORDER BY s.start",
+            (space, item_id),
+        )
+        return [(r[0], r[1], r[2], from_blob(r[3]), from_blob(r[4])) for r in rows]
+
+    def segment_items(self, segment_ids: Iterable[int]) -> dict[int, tuple[int, float, float]]:
+        """segment id -> (item id, start, end)."""
+        ids = list(segment_ids)
+        out: dict[int, tuple[int, float, float]] = {}
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            q = f"SELECT id, item_id, start, end FROM segments WHERE id IN ({','.join('?' * len(chunk))})"
+            out.update({r[0]: (r[1], r[2], r[3]) for r in self.conn.execute(q, chunk)})
+        return out
+
+    def fts(self, match: str, limit: int) -> list[tuple[int, float]]:
+        """(item id, bm25 score, higher is better) for an FTS5 MATCH expression."""
+        try:
+            rows = self.conn.execute(
+                "SELECT rowid, -bm25(items_fts, 2.0, 1.5, 1.0) FROM items_fts WHERE items_fts MATCH ? "
+                "ORDER BY bm25(items_fts, 2.0, 1.5, 1.0) LIMIT ?",
+                (match, limit),
+            ).fetchall()
+        except sqlite3.OperationalError:
+            return []
+        return [(int(r[0]), float(r[1])) for r in rows]
+
+    def stats(self) -> dict[str, Any]:
+        c = self.conn
+        kinds = dict(c.execute("SELECT kind, count(*) FROM items GROUP BY kind").fetchall())
+        return {
+            "items": self.count(),
+            "segments": int(c.execute("SELECT count(*) FROM segments").fetchone()[0]),
+            "audio_hours": round(float(c.execute("SELECT coalesce(sum(duration_s),0) FROM items").fetchone()[0])
+                                 / 3600, 4),
+            "kinds": kinds,
+            "failures": int(c.execute("SELECT count(*) FROM failures").fetchone()[0]),
+            "schema_version": self.schema_version,
+            "models": {k: v["model_id"] for k, v in self.models().items()},
+            "roots": [r[0] for r in c.execute("SELECT DISTINCT root FROM items ORDER BY root")],
+            "catalog_bytes": self.path.stat().st_size if self.path.exists() else 0,
+        }
+
+
+TEXT_TAGS = frozenset("title artist album album_artist genre date year comment composer performer description".split())
