@@ -163,12 +163,22 @@ def analyze_file(
     duration = feats["duration_s"]
     if duration <= 0:
         raise decode.DecodeError("no audio samples")
-    return pool(info, duration, feats, {s.a.name: s.result() for s in streamers}, segment_s=segment_s,
-                window_s={s.a.name: s.a.window_s for s in streamers})
+    return pool(
+        info,
+        duration,
+        feats,
+        {s.a.name: s.result() for s in streamers},
+        segment_s=segment_s,
+        window_s={s.a.name: s.a.window_s for s in streamers},
+    )
 
 
 def analyze_array(
-    y: np.ndarray, analyzers: list[Analyzer], *, sample_rate: int = SAMPLE_RATE, segment_s: float = SEGMENT_S,
+    y: np.ndarray,
+    analyzers: list[Analyzer],
+    *,
+    sample_rate: int = SAMPLE_RATE,
+    segment_s: float = SEGMENT_S,
     path: str = "<array>",
 ) -> Analysis:
     """Same as :func:`analyze_file` for an in-memory mono float32 signal at ``sample_rate``."""
@@ -181,8 +191,14 @@ def analyze_array(
         s.push(y)
         s.push(np.zeros(0, np.float32), final=True)
         outs[a.name] = s.result()
-    return pool(info, y.shape[0] / sample_rate, acc.result(), outs, segment_s=segment_s,
-                window_s={a.name: a.window_s for a in analyzers})
+    return pool(
+        info,
+        y.shape[0] / sample_rate,
+        acc.result(),
+        outs,
+        segment_s=segment_s,
+        window_s={a.name: a.window_s for a in analyzers},
+    )
 
 
 def segment_bounds(duration_s: float, segment_s: float) -> list[tuple[float, float]]:

@@ -1,8 +1,8 @@
 """The library API: everything the CLI and the HTTP server do, as plain Python calls.
 
-    >>> import soundscope
-    >>> soundscope.index(["~/Sounds"])
-    >>> soundscope.search("dog barking", limit=5)
+>>> import soundscope
+>>> soundscope.index(["~/Sounds"])
+>>> soundscope.search("dog barking", limit=5)
 """
 
 from __future__ import annotations
@@ -30,8 +30,7 @@ def default_analyzers() -> list[Analyzer]:
 class Library:
     """One data directory and the models that read and write it (loaded lazily, once)."""
 
-    def __init__(self, data_dir: str | os.PathLike[str] | None = None,
-                 analyzers: list[Analyzer] | None = None) -> None:
+    def __init__(self, data_dir: str | os.PathLike[str] | None = None, analyzers: list[Analyzer] | None = None) -> None:
         self.store = Store(data_dir)
         self._analyzers = analyzers
 
@@ -53,8 +52,13 @@ class Library:
     def searcher(self) -> Searcher:
         return Searcher(self.store, self.encoder)
 
-    def index(self, paths: Iterable[str | os.PathLike[str]], *, rehash: bool = False,
-              progress: Callable[[Progress], None] | None = None) -> IndexReport:
+    def index(
+        self,
+        paths: Iterable[str | os.PathLike[str]],
+        *,
+        rehash: bool = False,
+        progress: Callable[[Progress], None] | None = None,
+    ) -> IndexReport:
         """Index (or update) every audio file under ``paths``; see :class:`soundscope.ingest.Indexer`."""
         return Indexer(self.store, self.analyzers, self.encoder).run(list(paths), rehash=rehash, progress=progress)
 
@@ -62,13 +66,22 @@ class Library:
         """Best ``limit`` items for a free-text query, with scores and explanations."""
         return self.searcher.search(query, limit=limit, filters=filters)
 
-    def similar(self, target: str | int | os.PathLike[str], *, limit: int = 10, filters: Filters | None = None,
-                include_self: bool = False) -> list[Result]:
+    def similar(
+        self,
+        target: str | int | os.PathLike[str],
+        *,
+        limit: int = 10,
+        filters: Filters | None = None,
+        include_self: bool = False,
+    ) -> list[Result]:
         """Items that sound like ``target``: an indexed item id, or the path of any audio file."""
         primary = self.analyzers[0]
         exclude: set[int] = set()
-        row = self.store.catalog.item(int(target)) if _is_int(target) else self.store.catalog.item_by_path(
-            os.path.abspath(os.path.expanduser(os.fspath(target))))
+        row = (
+            self.store.catalog.item(int(target))
+            if _is_int(target)
+            else self.store.catalog.item_by_path(os.path.abspath(os.path.expanduser(os.fspath(target))))
+        )
         if _is_int(target) and row is None:
             raise KeyError(f"no item with id {target}")
         path = row.path if row else os.fspath(target)
@@ -92,8 +105,13 @@ class Library:
         }
         primary = next(iter(m.scores), None)
         out["segments"] = [
-            {"start": round(s, 2), "end": round(e, 2),
-             "labels": [n for n, _ in describe.top_labels(sc, models[primary]["labels"], k=3)] if sc is not None else []}
+            {
+                "start": round(s, 2),
+                "end": round(e, 2),
+                "labels": [n for n, _ in describe.top_labels(sc, models[primary]["labels"], k=3)]
+                if sc is not None
+                else [],
+            }
             for _, s, e, sc, _ in (self.store.catalog.segments_of(item_id, primary) if primary else [])
         ]
         return out

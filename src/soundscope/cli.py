@@ -25,7 +25,7 @@ def _configure_threads() -> None:
 
 
 def _mmss(seconds: float) -> str:
-    m, s = divmod(int(round(seconds)), 60)
+    m, s = divmod(round(seconds), 60)
     h, m = divmod(m, 60)
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
 
@@ -46,8 +46,10 @@ class ProgressLine:
         self.last = now
         width = 24
         filled = int(width * p.done / max(p.total, 1))
-        line = (f"[{'#' * filled}{'.' * (width - filled)}] {p.done}/{p.total} files, {p.failed} failed, "
-                f"{p.audio_s / 60:.1f} min audio at {p.speed_x_realtime:.0f}x real time")
+        line = (
+            f"[{'#' * filled}{'.' * (width - filled)}] {p.done}/{p.total} files, {p.failed} failed, "
+            f"{p.audio_s / 60:.1f} min audio at {p.speed_x_realtime:.0f}x real time"
+        )
         self.stream.write(("\r" + line + "\033[K") if self.tty else line + "\n")
         if final and self.tty:
             self.stream.write("\n")
@@ -55,8 +57,13 @@ class ProgressLine:
 
 
 def _filters(args: argparse.Namespace) -> Filters | None:
-    f = Filters(min_duration=args.min_duration, max_duration=args.max_duration, kind=args.kind,
-                path_prefix=args.under, label=args.label)
+    f = Filters(
+        min_duration=args.min_duration,
+        max_duration=args.max_duration,
+        kind=args.kind,
+        path_prefix=args.under,
+        label=args.label,
+    )
     return f if f.to_dict() else None
 
 
@@ -80,9 +87,11 @@ def cmd_index(lib, args) -> int:
     if args.json:
         print(json.dumps(report.to_dict(), ensure_ascii=False, indent=1))
     else:
-        print(f"indexed {report.indexed}, unchanged {report.unchanged}, removed {report.removed}, "
-              f"failed {report.failed} in {report.elapsed_s:.1f} s "
-              f"({report.audio_seconds / 60:.1f} min of audio, {report.speed_x_realtime:.0f}x real time)")
+        print(
+            f"indexed {report.indexed}, unchanged {report.unchanged}, removed {report.removed}, "
+            f"failed {report.failed} in {report.elapsed_s:.1f} s "
+            f"({report.audio_seconds / 60:.1f} min of audio, {report.speed_x_realtime:.0f}x real time)"
+        )
         for f in report.failures:
             print(f"  FAILED {f.path}: {f.reason}")
     return EXIT_FAILURES if report.failed else EXIT_OK
@@ -106,8 +115,10 @@ def cmd_show(lib, args) -> int:
         return EXIT_OK
     print(f"#{info['id']}  {info['path']}")
     print(f"  {info['description']}")
-    print(f"  kind {info['kind']}, {info['duration_s']:.2f} s, {info['sample_rate']} Hz, {info['channels']} ch, "
-          f"{info['codec']}")
+    print(
+        f"  kind {info['kind']}, {info['duration_s']:.2f} s, {info['sample_rate']} Hz, {info['channels']} ch, "
+        f"{info['codec']}"
+    )
     for key, value in info["tags"].items():
         print(f"  {key}: {value}")
     for space, labels in info["labels"].items():
@@ -141,6 +152,40 @@ def cmd_failures(lib, args) -> int:
     return EXIT_OK
 
 
+DEMO_QUERIES = ["dog barking", "rain", "piano music", "狗叫", "someone speaking", "下雨的声音"]
+
+
+def cmd_demo(lib, args) -> int:
+    """Index the bundled demo corpus and answer a few example queries."""
+    from .bench import demo_corpus
+
+    corpus = demo_corpus()
+    print(f"indexing the demo corpus {corpus} into {lib.data_dir}", file=sys.stderr)
+    report = lib.index([str(corpus)], progress=None if args.quiet else ProgressLine())
+    summary = report.to_dict()
+    answers: dict[str, list] = {}
+    for query in DEMO_QUERIES:
+        answers[query] = lib.search(query, limit=args.limit)
+    example = corpus / "sounds" / "rain" / "1-17367-A.ogg"
+    answers[f"similar to {example.name}"] = lib.similar(str(example), limit=args.limit)
+    if args.json:
+        print(
+            json.dumps(
+                {"index": summary, "answers": {q: [r.to_dict() for r in rs] for q, rs in answers.items()}},
+                ensure_ascii=False,
+                indent=1,
+            )
+        )
+        return EXIT_OK if not report.failed else EXIT_FAILURES
+    print(f"indexed {report.indexed}, unchanged {report.unchanged}, failed {report.failed}")
+    for query, results in answers.items():
+        print(f"\n>>> {query}")
+        for rank, r in enumerate(results, 1):
+            rel = os.path.relpath(r.path, corpus)
+            print(f"  {rank}. {r.score:.3f}  {_mmss(r.start)}  {rel:48s}  {r.description}")
+    return EXIT_OK if not report.failed else EXIT_FAILURES
+
+
 def cmd_eval(lib, args) -> int:
     from . import evaluate
 
@@ -155,8 +200,9 @@ def cmd_bench(lib, args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--data-dir", default=None, help="data directory (default: $SOUNDSCOPE_DATA_DIR or the "
-                        "user data dir)")
+    common.add_argument(
+        "--data-dir", default=None, help="data directory (default: $SOUNDSCOPE_DATA_DIR or the user data dir)"
+    )
     common.add_argument("--json", action="store_true", help="machine-readable output on stdout")
     filt = argparse.ArgumentParser(add_help=False)
     filt.add_argument("--limit", "-n", type=int, default=10)
@@ -188,6 +234,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_stats)
     s = sub.add_parser("failures", parents=[common], help="files that could not be indexed, with reasons")
     s.set_defaults(func=cmd_failures)
+    s = sub.add_parser("demo", parents=[common], help="index the bundled demo corpus and answer example queries")
+    s.add_argument("--limit", "-n", type=int, default=3)
+    s.add_argument("--quiet", "-q", action="store_true", help="no progress line")
+    s.set_defaults(func=cmd_demo)
     s = sub.add_parser("eval", parents=[common], help="retrieval quality on labelled audio (ESC-10)")
     s.add_argument("--esc10", default=None, help="ESC-10 folder (default: ../shared/data/esc10 if present)")
     s.add_argument("--out", help="also write the JSON report here")

@@ -16,8 +16,36 @@ import numpy as np
 from .types import AudioInfo
 
 AUDIO_EXTENSIONS = frozenset(
-    ".wav .wave .flac .mp3 .ogg .oga .opus .m4a .m4b .aac .mp4 .aif .aiff .aifc .wma .webm .mka .caf .amr .ac3"
-    " .au .snd .ape .wv .spx .3gp .mkv .mov".split()
+    [
+        ".wav",
+        ".wave",
+        ".flac",
+        ".mp3",
+        ".ogg",
+        ".oga",
+        ".opus",
+        ".m4a",
+        ".m4b",
+        ".aac",
+        ".mp4",
+        ".aif",
+        ".aiff",
+        ".aifc",
+        ".wma",
+        ".webm",
+        ".mka",
+        ".caf",
+        ".amr",
+        ".ac3",
+        ".au",
+        ".snd",
+        ".ape",
+        ".wv",
+        ".spx",
+        ".3gp",
+        ".mkv",
+        ".mov",
+    ]
 )
 
 MAX_DURATION_S = 24 * 3600.0  # refuse to index a single file longer than a day
@@ -163,9 +191,7 @@ def _frame_to_mono(frame) -> np.ndarray:
     return np.nan_to_num(np.clip(arr, -1.0, 1.0), nan=0.0)
 
 
-def load(
-    path: str | os.PathLike[str], *, sample_rate: int = 16000, max_duration_s: float = 600.0
-) -> np.ndarray:
+def load(path: str | os.PathLike[str], *, sample_rate: int = 16000, max_duration_s: float = 600.0) -> np.ndarray:
     """Whole file as one mono float32 array at ``sample_rate`` (for short clips and queries)."""
     blocks = list(stream(path, sample_rate=sample_rate, block_s=60.0, max_duration_s=max_duration_s))
     return np.concatenate(blocks) if blocks else np.zeros(0, np.float32)

@@ -12,9 +12,23 @@ from typing import Any
 import numpy as np
 
 # AudioSet labels too generic to be worth saying when something more specific is present.
-GENERIC = frozenset({"Animal", "Domestic animals, pets", "Vehicle", "Music", "Sound effect", "Inside, small room",
-                     "Outside, rural or natural", "Outside, urban or manmade", "Inside, large room or hall",
-                     "Silence", "Speech", "Environmental noise", "Noise"})
+GENERIC = frozenset(
+    {
+        "Animal",
+        "Domestic animals, pets",
+        "Vehicle",
+        "Music",
+        "Sound effect",
+        "Inside, small room",
+        "Outside, rural or natural",
+        "Outside, urban or manmade",
+        "Inside, large room or hall",
+        "Silence",
+        "Speech",
+        "Environmental noise",
+        "Noise",
+    }
+)
 
 
 def top_labels(scores: np.ndarray, labels: Sequence[str], *, k: int = 5, min_p: float = 0.1) -> list[tuple[str, float]]:
@@ -27,8 +41,9 @@ def kind_of(scores: np.ndarray, labels: Sequence[str]) -> str:
     """'music', 'speech' or 'sound' from item-level YAMNet probabilities."""
     idx = {name: i for i, name in enumerate(labels)}
     music = float(scores[idx["Music"]]) if "Music" in idx else 0.0
-    speech = max((float(scores[idx[n]]) for n in ("Speech", "Narration, monologue", "Conversation") if n in idx),
-                 default=0.0)
+    speech = max(
+        (float(scores[idx[n]]) for n in ("Speech", "Narration, monologue", "Conversation") if n in idx), default=0.0
+    )
     if max(music, speech) < 0.5:
         return "sound"
     return "music" if music >= speech else "speech"

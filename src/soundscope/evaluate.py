@@ -102,14 +102,18 @@ def eval_text(lib, clips: list[Clip], queries: dict[str, str]) -> dict[str, Any]
         latencies.append(time.perf_counter() - t)
         rel = [by_path[r.path].category == cat for r in results if r.path in by_path]
         n_rel = sum(c.category == cat for c in clips)
-        per_query[cat] = {"query": query, "ap": round(average_precision(rel, n_rel), 4),
-                          "p_at_10": round(sum(rel[:10]) / 10, 4), "top1_correct": bool(rel and rel[0])}
+        per_query[cat] = {
+            "query": query,
+            "ap": round(average_precision(rel, n_rel), 4),
+            "p_at_10": round(sum(rel[:10]) / 10, 4),
+            "top1_correct": bool(rel and rel[0]),
+        }
         for r in results:
             if r.path in index:
                 label_scores[index[r.path], qi] = r.evidence.get("labels", 0.0)
     cats = list(queries)
     predicted = [cats[j] for j in label_scores.argmax(axis=1)]
-    accuracy = float(np.mean([p == c.category for p, c in zip(predicted, clips)]))
+    accuracy = float(np.mean([p == c.category for p, c in zip(predicted, clips, strict=False)]))
     return {
         "zero_shot_top1": round(accuracy, 4),
         "map": round(float(np.mean([q["ap"] for q in per_query.values()])), 4),
@@ -170,8 +174,12 @@ def run(esc10: Path, work: Path, *, max_per_class: int | None = None, progress=N
         base = eval_mfcc_baseline(lib, clips)
         models = {k: v["model_id"] for k, v in lib.store.catalog.models().items()}
     result = {
-        "dataset": {"name": "ESC-10", "path": str(esc10), "clips": len(clips),
-                    "classes": len({c.category for c in clips})},
+        "dataset": {
+            "name": "ESC-10",
+            "path": str(esc10),
+            "clips": len(clips),
+            "classes": len({c.category for c in clips}),
+        },
         "models": models,
         "text_to_audio": text,
         "query_by_example": qbe,
@@ -180,7 +188,8 @@ def run(esc10: Path, work: Path, *, max_per_class: int | None = None, progress=N
         "index": {"indexed": report.indexed, "unchanged": report.unchanged, "seconds": round(index_s, 2)},
     }
     result["meets_targets"] = bool(
-        text["zero_shot_top1"] >= TARGETS["zero_shot_top1"] and text["map"] >= TARGETS["map"]
+        text["zero_shot_top1"] >= TARGETS["zero_shot_top1"]
+        and text["map"] >= TARGETS["map"]
         and qbe["qbe_p_at_10"] >= TARGETS["qbe_p_at_10"]
     )
     return result

@@ -10,20 +10,20 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = [
-    "frame_signal",
-    "stft_magnitude",
-    "hz_to_mel",
-    "mel_to_hz",
-    "mel_filterbank",
-    "log_mel_spectrogram",
     "dct_matrix",
-    "mfcc",
-    "spectral_centroid",
-    "rms",
-    "zero_crossing_rate",
-    "peak_normalize",
+    "frame_signal",
+    "hz_to_mel",
+    "log_mel_spectrogram",
     "loudness_dbfs",
+    "mel_filterbank",
+    "mel_to_hz",
+    "mfcc",
+    "peak_normalize",
+    "rms",
+    "spectral_centroid",
+    "stft_magnitude",
     "summary_features",
+    "zero_crossing_rate",
 ]
 
 
@@ -59,17 +59,19 @@ def stft_magnitude(
     win_length: int | None = None,
     center: bool = False,
     power: float = 1.0,
+    pad_mode: str = "constant",
 ) -> np.ndarray:
     """Magnitude (``power=1``) or power (``power=2``) spectrogram.
 
-    Periodic Hann window, zero-padded to ``n_fft``; ``center`` reflect-pads by
-    ``n_fft // 2`` on both sides as librosa does. Returns ``(n_frames, n_fft//2 + 1)`` float32.
+    Periodic Hann window, zero-padded to ``n_fft``; ``center`` pads by ``n_fft // 2`` on both
+    sides with ``pad_mode`` ("constant" = zeros, librosa >= 0.10's default, or "reflect").
+    Returns ``(n_frames, n_fft//2 + 1)`` float32.
     """
     win_length = win_length or n_fft
     y = np.asarray(y, dtype=np.float32)
     if center:
         pad = n_fft // 2
-        mode = "reflect" if y.shape[0] > pad else "constant"
+        mode = pad_mode if pad_mode == "constant" or y.shape[0] > pad else "constant"
         y = np.pad(y, (pad, pad), mode=mode)
     frames = frame_signal(y, frame_length=n_fft, hop_length=hop_length)
     spec = np.abs(np.fft.rfft(frames * _window(win_length, n_fft), n=n_fft, axis=1))
@@ -167,7 +169,9 @@ def dct_matrix(*, n_in: int, n_out: int) -> np.ndarray:
     return basis.astype(np.float32)
 
 
-def mfcc(y: np.ndarray, *, sr: int, n_mfcc: int = 13, n_fft: int = 512, hop_length: int = 256, n_mels: int = 40) -> np.ndarray:
+def mfcc(
+    y: np.ndarray, *, sr: int, n_mfcc: int = 13, n_fft: int = 512, hop_length: int = 256, n_mels: int = 40
+) -> np.ndarray:
     """Mel-frequency cepstral coefficients, shape ``(n_frames, n_mfcc)`` (log-power mel in dB, DCT-II)."""
     spec = stft_magnitude(y, n_fft=n_fft, hop_length=hop_length, center=True, power=2.0)
     mel = spec @ mel_filterbank(sr=sr, n_fft=n_fft, n_mels=n_mels)

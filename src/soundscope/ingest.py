@@ -84,8 +84,14 @@ def content_hash(path: str, *, chunk: int = 1 << 20) -> str:
 class Indexer:
     """Runs the pipeline over folders into a :class:`Store`."""
 
-    def __init__(self, store: Store, analyzers: list[Analyzer], text_encoder: TextEncoder,
-                 *, segment_s: float = analyze.SEGMENT_S) -> None:
+    def __init__(
+        self,
+        store: Store,
+        analyzers: list[Analyzer],
+        text_encoder: TextEncoder,
+        *,
+        segment_s: float = analyze.SEGMENT_S,
+    ) -> None:
         self.store = store
         self.analyzers = analyzers
         self.text = text_encoder
@@ -95,14 +101,18 @@ class Indexer:
             cat.register_model(a.name, a.model_id, {**a.params, "segment_s": segment_s}, a.dim, list(a.labels))
         cat.register_model(DESCRIPTION_SPACE, text_encoder.model_id, {}, text_encoder.dim, [])
 
-    def run(self, paths: Iterable[str | os.PathLike[str]], *, rehash: bool = False,
-            progress: Callable[[Progress], None] | None = None) -> IndexReport:
+    def run(
+        self,
+        paths: Iterable[str | os.PathLike[str]],
+        *,
+        rehash: bool = False,
+        progress: Callable[[Progress], None] | None = None,
+    ) -> IndexReport:
         """Index every audio file under ``paths``; drop catalog items under them whose file is gone."""
         t0 = time.perf_counter()
         report = IndexReport()
         files = list(walk(paths))
-        roots = sorted({root for root, _ in files} | {os.path.abspath(os.path.expanduser(os.fspath(p)))
-                                                      for p in paths})
+        roots = sorted({root for root, _ in files} | {os.path.abspath(os.path.expanduser(os.fspath(p))) for p in paths})
         seen: set[str] = set()
         failed_now: set[str] = set()
         for n, (root, path) in enumerate(files, 1):
@@ -111,8 +121,9 @@ class Indexer:
             if status == "failed":
                 failed_now.add(path)
             if progress:
-                progress(Progress(n, len(files), report.failed, report.audio_seconds, time.perf_counter() - t0,
-                                  path, status))
+                progress(
+                    Progress(n, len(files), report.failed, report.audio_seconds, time.perf_counter() - t0, path, status)
+                )
         report.removed = self._drop_missing(roots, seen)
         for root in roots:
             self.store.catalog.clear_failures_under(root, failed_now)
@@ -166,14 +177,23 @@ class Indexer:
         top = describe.top_labels(scores, primary.labels)
         text = describe.describe(kind=kind, labels=top, features=a.features, tags=tags)
         item: dict[str, Any] = {
-            "path": path, "root": root, "size": st.st_size, "mtime": st.st_mtime, "content_hash": digest,
-            "duration_s": a.duration_s, "sample_rate": a.info.sample_rate, "channels": a.info.channels,
-            "codec": a.info.codec, "tags": tags, "features": a.features, "kind": kind, "description": text,
+            "path": path,
+            "root": root,
+            "size": st.st_size,
+            "mtime": st.st_mtime,
+            "content_hash": digest,
+            "duration_s": a.duration_s,
+            "sample_rate": a.info.sample_rate,
+            "channels": a.info.channels,
+            "codec": a.info.codec,
+            "tags": tags,
+            "features": a.features,
+            "kind": kind,
+            "description": text,
             "indexed_at": time.time(),
         }
         segments = [
-            (s.start, s.end, [SegmentData(name, s.scores.get(name), s.embeddings.get(name))
-                              for name in s.scores])
+            (s.start, s.end, [SegmentData(name, s.scores.get(name), s.embeddings.get(name)) for name in s.scores])
             for s in a.segments
         ]
         item_data = [SegmentData(name, a.item_scores[name], a.item_embeddings[name]) for name in a.item_scores]

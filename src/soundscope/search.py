@@ -194,14 +194,24 @@ class Searcher:
                         best, span = s, (start, end)
         return span
 
-    def _text_result(self, m: _Matrices, i: int, fused: float, matches: list[LabelMatch],
-                     raw: dict[str, np.ndarray], ranks: dict[str, dict[int, int]]) -> Result:
+    def _text_result(
+        self,
+        m: _Matrices,
+        i: int,
+        fused: float,
+        matches: list[LabelMatch],
+        raw: dict[str, np.ndarray],
+        ranks: dict[str, dict[int, int]],
+    ) -> Result:
         row = self.store.catalog.item(int(m.ids[i]))
         assert row is not None
         why: list[str] = []
         contributions = sorted(
-            ((float(m.scores[lm.space][i, j] * w), lm.names[k], float(m.scores[lm.space][i, j]))
-             for lm in matches for k, (j, w) in enumerate(zip(lm.indices, lm.weights))),
+            (
+                (float(m.scores[lm.space][i, j] * w), lm.names[k], float(m.scores[lm.space][i, j]))
+                for lm in matches
+                for k, (j, w) in enumerate(zip(lm.indices, lm.weights, strict=False))
+            ),
             reverse=True,
         )
         strong = [f"{name} {p:.2f}" for c, name, p in contributions[:3] if p >= 0.05 and c > 0.005]
@@ -217,12 +227,29 @@ class Searcher:
         primary = next(iter(m.scores), None)
         labels = describe.top_labels(m.scores[primary][i], self._spaces()[primary]["labels"], k=5) if primary else []
         evidence = {name: float(raw[name][i]) for name in raw}
-        return Result(row.id, row.path, fused, start, end, why or ["weak match"], row.description, row.duration_s,
-                      labels, evidence)
+        return Result(
+            row.id,
+            row.path,
+            fused,
+            start,
+            end,
+            why or ["weak match"],
+            row.description,
+            row.duration_s,
+            labels,
+            evidence,
+        )
 
     # -- query by example -----------------------------------------------------------------------
-    def similar(self, analyzer: Analyzer, query: analyze.Analysis, *, limit: int = 10, filters: Filters | None = None,
-                exclude_ids: set[int] | None = None) -> list[Result]:
+    def similar(
+        self,
+        analyzer: Analyzer,
+        query: analyze.Analysis,
+        *,
+        limit: int = 10,
+        filters: Filters | None = None,
+        exclude_ids: set[int] | None = None,
+    ) -> list[Result]:
         """Items whose best segment is nearest (cosine) to the query clip's pooled embedding."""
         m = self.matrices()
         vec = query.item_embeddings.get(analyzer.name)
@@ -235,7 +262,7 @@ class Searcher:
         keys, sims = index.search(vec, k)
         seg = self.store.catalog.segment_items(keys.tolist())
         best: dict[int, tuple[float, float, float]] = {}
-        for key, sim in zip(keys.tolist(), sims.tolist()):
+        for key, sim in zip(keys.tolist(), sims.tolist(), strict=False):
             item_id, start, end = seg.get(key, (None, 0.0, 0.0))
             if item_id is None or item_id in exclude or item_id in best:
                 continue
@@ -255,6 +282,7 @@ class Searcher:
                 why.append("shares: " + ", ".join(n for n, _ in labels[:3]))
             if row.duration_s > analyze.SEGMENT_S * 1.5:
                 why.append(f"closest moment {start:.0f}-{end:.0f} s")
-            out.append(Result(row.id, row.path, sim, start, end, why, row.description, row.duration_s, labels,
-                              {"cosine": sim}))
+            out.append(
+                Result(row.id, row.path, sim, start, end, why, row.description, row.duration_s, labels, {"cosine": sim})
+            )
         return out

@@ -46,7 +46,7 @@ class UseEncoder:
             vecs /= np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-9)
             if len(self._cache) > 50_000:
                 self._cache.clear()
-            self._cache.update(zip(missing, vecs))
+            self._cache.update(zip(missing, vecs, strict=False))
         if not texts:
             return np.zeros((0, self.dim), np.float32)
         return np.stack([self._cache[t] for t in texts])

@@ -36,9 +36,7 @@ class FrameOutput:
 
     @classmethod
     def empty(cls, n_labels: int, dim: int) -> FrameOutput:
-        return cls(
-            np.zeros(0, np.float32), np.zeros((0, n_labels), np.float32), np.zeros((0, dim), np.float32)
-        )
+        return cls(np.zeros(0, np.float32), np.zeros((0, n_labels), np.float32), np.zeros((0, dim), np.float32))
 
     def __len__(self) -> int:
         return int(self.times.shape[0])

@@ -32,7 +32,7 @@ MIGRATIONS: dict[int, str] = {
         labels TEXT NOT NULL             -- JSON list of score column names
     );
     CREATE TABLE items(
-        id INTEGER PRIMARY KEY,
+        id INTEGER PRIMARY KEY AUTOINCREMENT,  -- ids are never reused: clients and vector keys hold them
         path TEXT NOT NULL UNIQUE,
         root TEXT NOT NULL,
         size INTEGER NOT NULL,
@@ -51,7 +51,7 @@ MIGRATIONS: dict[int, str] = {
     CREATE INDEX items_hash ON items(content_hash);
     CREATE INDEX items_root ON items(root);
     CREATE TABLE segments(
-        id INTEGER PRIMARY KEY,
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
         item_id INTEGER NOT NULL REFERENCES items(id) ON DELETE CASCADE,
         start REAL NOT NULL,
         end REAL NOT NULL
@@ -190,8 +190,10 @@ class Catalog:
         return row[0] if row else default
 
     def set_meta(self, key: str, value: str) -> None:
-        self.conn.execute("INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
-                          (key, value))
+        self.conn.execute(
+            "INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+            (key, value),
+        )
 
     def generation(self, space: str) -> int:
         return int(self.get_meta(f"generation:{space}", "0") or 0)
@@ -202,8 +204,12 @@ class Catalog:
     def models(self) -> dict[str, dict[str, Any]]:
         rows = self.conn.execute("SELECT space, model_id, params, dim, labels FROM models").fetchall()
         return {
-            r["space"]: {"model_id": r["model_id"], "params": json.loads(r["params"]), "dim": r["dim"],
-                         "labels": json.loads(r["labels"])}
+            r["space"]: {
+                "model_id": r["model_id"],
+                "params": json.loads(r["params"]),
+                "dim": r["dim"],
+                "labels": json.loads(r["labels"]),
+            }
             for r in rows
         }
 
@@ -285,23 +291,27 @@ class Catalog:
                 self._delete_item(old[0])
             cols = list(item)
             values = [json.dumps(v, ensure_ascii=False) if isinstance(v, dict) else v for v in item.values()]
-            cur = self.conn.execute(
-                f"INSERT INTO items({','.join(cols)}) VALUES({','.join('?' * len(cols))})", values
-            )
+            cur = self.conn.execute(f"INSERT INTO items({','.join(cols)}) VALUES({','.join('?' * len(cols))})", values)
             item_id = int(cur.lastrowid)
             seg_ids = []
             spaces: set[str] = set()
             for start, end, datas in segments:
-                sid = int(self.conn.execute("INSERT INTO segments(item_id, start, end) VALUES(?,?,?)",
-                                            (item_id, start, end)).lastrowid)
+                sid = int(
+                    self.conn.execute(
+                        "INSERT INTO segments(item_id, start, end) VALUES(?,?,?)", (item_id, start, end)
+                    ).lastrowid
+                )
                 seg_ids.append(sid)
                 for d in datas:
-                    self.conn.execute("INSERT INTO segment_data VALUES(?,?,?,?)",
-                                      (sid, d.space, to_blob(d.scores), to_blob(d.embedding)))
+                    self.conn.execute(
+                        "INSERT INTO segment_data VALUES(?,?,?,?)",
+                        (sid, d.space, to_blob(d.scores), to_blob(d.embedding)),
+                    )
                     spaces.add(d.space)
             for d in item_data:
-                self.conn.execute("INSERT INTO item_data VALUES(?,?,?,?)",
-                                  (item_id, d.space, to_blob(d.scores), to_blob(d.embedding)))
+                self.conn.execute(
+                    "INSERT INTO item_data VALUES(?,?,?,?)", (item_id, d.space, to_blob(d.scores), to_blob(d.embedding))
+                )
                 spaces.add(d.space)
             self._index_text(item_id, item["path"], item.get("tags", {}), item.get("description", ""))
             self.conn.execute("DELETE FROM failures WHERE path=?", (item["path"],))
@@ -323,16 +333,22 @@ class Catalog:
         """Record that an unchanged item moved or was touched (no re-analysis)."""
         with self.transaction():
             row = self.conn.execute("SELECT tags, description FROM items WHERE id=?", (item_id,)).fetchone()
-            self.conn.execute("UPDATE items SET path=?, root=?, size=?, mtime=? WHERE id=?",
-                              (path, root, size, mtime, item_id))
+            self.conn.execute(
+                "UPDATE items SET path=?, root=?, size=?, mtime=? WHERE id=?", (path, root, size, mtime, item_id)
+            )
             self.conn.execute("DELETE FROM items_fts WHERE rowid=?", (item_id,))
             self._index_text(item_id, path, json.loads(row["tags"]), row["description"])
             self.set_meta("generation:items", str(self.generation("items") + 1))
 
     def _delete_item(self, item_id: int) -> None:
-        spaces = [r[0] for r in self.conn.execute(
-            "SELECT DISTINCT space FROM segment_data JOIN segments ON segments.id = segment_id WHERE item_id=? "
-            "UNION SELECT DISTINCT space FROM item_data WHERE item_id=?", (item_id, item_id))]
+        spaces = [
+            r[0]
+            for r in self.conn.execute(
+                "SELECT DISTINCT space FROM segment_data JOIN segments ON segments.id = segment_id WHERE item_id=? "
+                "UNION SELECT DISTINCT space FROM item_data WHERE item_id=?",
+                (item_id, item_id),
+            )
+        ]
         self.conn.execute("DELETE FROM items_fts WHERE rowid=?", (item_id,))
         self.conn.execute("DELETE FROM items WHERE id=?", (item_id,))  # cascades to segments and data
         for space in spaces:
@@ -403,8 +419,9 @@ class Catalog:
             return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
         return np.asarray(ids, np.int64), np.stack(rows)
 
-    def segments_of(self, item_id: int, space: str) -> list[tuple[int, float, float, np.ndarray | None,
-                                                                   np.ndarray | None]]:
+    def segments_of(
+        self, item_id: int, space: str
+    ) -> list[tuple[int, float, float, np.ndarray | None, np.ndarray | None]]:
         """[(segment id, start, end, scores, embedding)] of one item, in time order."""
         rows = self.conn.execute(
             "SELECT s.id, s.start, s.end, d.scores, d.embedding FROM segments s "
@@ -441,8 +458,9 @@ class Catalog:
         return {
             "items": self.count(),
             "segments": int(c.execute("SELECT count(*) FROM segments").fetchone()[0]),
-            "audio_hours": round(float(c.execute("SELECT coalesce(sum(duration_s),0) FROM items").fetchone()[0])
-                                 / 3600, 4),
+            "audio_hours": round(
+                float(c.execute("SELECT coalesce(sum(duration_s),0) FROM items").fetchone()[0]) / 3600, 4
+            ),
             "kinds": kinds,
             "failures": int(c.execute("SELECT count(*) FROM failures").fetchone()[0]),
             "schema_version": self.schema_version,
@@ -452,4 +470,18 @@ class Catalog:
         }
 
 
-TEXT_TAGS = frozenset("title artist album album_artist genre date year comment composer performer description".split())
+TEXT_TAGS = frozenset(
+    [
+        "title",
+        "artist",
+        "album",
+        "album_artist",
+        "genre",
+        "date",
+        "year",
+        "comment",
+        "composer",
+        "performer",
+        "description",
+    ]
+)

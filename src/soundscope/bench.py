@@ -1,0 +1,123 @@
+"""Benchmark: indexing throughput (x real time, files/s), query latency (p50/p99) and peak memory.
+
+Indexes the given folders into a fresh temporary data directory (so nothing is cached), then
+times text queries (each a distinct string, text-encoder cache cleared) and query-by-example.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import resource
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+QUERY_WORDS = [
+    "dog barking",
+    "rain on a roof",
+    "piano music",
+    "狗叫",
+    "someone speaking",
+    "helicopter overhead",
+    "crackling fire",
+    "a baby crying",
+    "sea waves",
+    "clock ticking",
+    "慢歌",
+    "chainsaw",
+    "birds singing",
+    "drums and bass",
+    "trumpet solo",
+    "orchestra",
+    "下雨的声音",
+    "whale song",
+    "sneezing",
+    "rooster",
+]
+
+
+def demo_corpus() -> Path:
+    return Path(__file__).parent / "data" / "demo"
+
+
+def _pct(values: list[float]) -> dict[str, float]:
+    a = np.asarray(values) * 1000
+    return {
+        "p50_ms": round(float(np.percentile(a, 50)), 2),
+        "p99_ms": round(float(np.percentile(a, 99)), 2),
+        "mean_ms": round(float(a.mean()), 2),
+        "n": len(values),
+    }
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run(paths: list[str], *, n_queries: int = 200, seed: int = 0) -> dict[str, Any]:
+    from .api import Library
+
+    rng = random.Random(seed)
+    with tempfile.TemporaryDirectory(prefix="soundscope-bench-") as tmp, Library(tmp) as lib:
+        t = time.perf_counter()
+        _ = lib.analyzers, lib.encoder.encode(["warm up"])
+        load_s = time.perf_counter() - t
+        report = lib.index(paths)
+        items = lib.store.catalog.items()
+        text_lat = []
+        for i in range(n_queries):
+            query = f"{QUERY_WORDS[i % len(QUERY_WORDS)]}" + ("" if i < len(QUERY_WORDS) else f" {i}")
+            getattr(lib.encoder, "_cache", {}).clear()
+            t = time.perf_counter()
+            lib.search(query, limit=10)
+            text_lat.append(time.perf_counter() - t)
+        qbe_lat = []
+        for row in rng.sample(items, min(len(items), max(10, n_queries // 4))):
+            t = time.perf_counter()
+            lib.similar(row.id, limit=10)
+            qbe_lat.append(time.perf_counter() - t)
+        return {
+            "corpus": paths,
+            "files": report.indexed,
+            "failed": report.failed,
+            "audio_minutes": round(report.audio_seconds / 60, 2),
+            "model_load_s": round(load_s, 2),
+            "index_seconds": round(report.elapsed_s, 2),
+            "index_x_realtime": round(report.speed_x_realtime, 1),
+            "index_files_per_s": round(report.indexed / report.elapsed_s, 2) if report.elapsed_s else 0.0,
+            "text_query": _pct(text_lat),
+            "similar_query": _pct(qbe_lat),
+            "peak_rss_mb": round(peak_rss_mb(), 1),
+            "threads": 1,
+        }
+
+
+def format_report(r: dict[str, Any]) -> str:
+    return "\n".join(
+        [
+            f"corpus: {', '.join(r['corpus'])}",
+            f"  {r['files']} files, {r['audio_minutes']} min of audio, {r['failed']} failed; models loaded in "
+            f"{r['model_load_s']} s",
+            f"  indexing: {r['index_seconds']} s = {r['index_x_realtime']}x real time, "
+            f"{r['index_files_per_s']} files/s",
+            f"  text query:    p50 {r['text_query']['p50_ms']} ms, p99 {r['text_query']['p99_ms']} ms "
+            f"(n={r['text_query']['n']})",
+            f"  similar query: p50 {r['similar_query']['p50_ms']} ms, p99 {r['similar_query']['p99_ms']} ms "
+            f"(n={r['similar_query']['n']})",
+            f"  peak memory: {r['peak_rss_mb']} MB RSS",
+        ]
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    paths = args.paths or [str(demo_corpus())]
+    result = run(paths, n_queries=args.queries)
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=1, ensure_ascii=False))
+    print(json.dumps(result, indent=1, ensure_ascii=False) if args.json else format_report(result))
+    return 0

@@ -1,0 +1,93 @@
+"""The command line contract: --data-dir / SOUNDSCOPE_DATA_DIR, --json shapes, exit codes."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from soundscope import cli
+from tests.conftest import DEMO
+
+
+def run_cli(*args, env=None):
+    full_env = {**os.environ, **(env or {})}
+    out = subprocess.run(
+        [sys.executable, "-m", "soundscope.cli", *args], capture_output=True, text=True, env=full_env, timeout=300
+    )
+    return out.returncode, out.stdout, out.stderr
+
+
+@pytest.fixture(scope="module")
+def indexed(tmp_path_factory):
+    """A data dir with the demo corpus plus two bad files, indexed through the CLI (env var for the dir)."""
+    root = tmp_path_factory.mktemp("cli")
+    corpus = root / "corpus"
+    corpus.mkdir()
+    for rel in [
+        "sounds/dog/1-30344-A.ogg",
+        "sounds/rain/1-17367-A.ogg",
+        "sounds/rain/1-21189-A.ogg",
+        "music/sorohanro_-_solo-trumpet-06.ogg",
+    ]:
+        (corpus / os.path.basename(rel)).write_bytes((DEMO / rel).read_bytes())
+    (corpus / "broken.wav").write_bytes(b"RIFF0000WAVEjunk")
+    (corpus / "empty.flac").write_bytes(b"")
+    data = root / "data"
+    code, out, _err = run_cli("index", str(corpus), "--json", env={"SOUNDSCOPE_DATA_DIR": str(data)})
+    return data, corpus, code, json.loads(out)
+
+
+def test_index_json_and_exit_code(indexed):
+    _, _, code, report = indexed
+    assert code == 1  # some files failed
+    assert (report["indexed"], report["unchanged"], report["removed"], report["failed"]) == (4, 0, 0, 2)
+    assert {os.path.basename(f["path"]) for f in report["failures"]} == {"broken.wav", "empty.flac"}
+    assert all(f["reason"] for f in report["failures"])
+
+
+def test_search_and_similar_json(indexed):
+    data, corpus, _, _ = indexed
+    code, out, _ = run_cli("search", "rain", "--json", "--limit", "2", "--data-dir", str(data))
+    results = json.loads(out)
+    assert code == 0 and len(results) == 2
+    for r in results:
+        assert {"path", "score", "start", "why"} <= set(r) and os.path.isabs(r["path"])
+    assert all("1-" in os.path.basename(r["path"]) for r in results)
+    code, out, _ = run_cli("similar", str(corpus / "1-17367-A.ogg"), "--json", "--limit", "1", "--data-dir", str(data))
+    assert json.loads(out)[0]["path"] == str(corpus / "1-21189-A.ogg")
+
+
+def test_show_stats_failures(indexed, capsys):
+    data, _, _, _ = indexed
+    assert cli.main(["stats", "--json", "--data-dir", str(data)]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["items"] == 4 and stats["failures"] == 2 and "yamnet" in stats["models"]
+    assert cli.main(["show", "1", "--data-dir", str(data)]) == 0
+    assert "yamnet:" in capsys.readouterr().out
+    assert cli.main(["show", "999", "--data-dir", str(data)]) == 2
+    assert "no item with id 999" in capsys.readouterr().err
+    assert cli.main(["failures", "--json", "--data-dir", str(data)]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 2
+
+
+def test_rerun_is_incremental(indexed):
+    data, corpus, _, _ = indexed
+    code, out, _ = run_cli("index", str(corpus), "--json", "--data-dir", str(data))
+    report = json.loads(out)
+    assert report["indexed"] == 0 and report["unchanged"] == 4 and report["failed"] == 2 and code == 1
+
+
+def test_incompatible_index_is_refused(tmp_path, capsys):
+    from soundscope.store import Store
+
+    with Store(tmp_path) as store:
+        store.catalog.register_model("yamnet", "yamnet/some-other-weights", {}, 1024, ["x"])
+    assert cli.main(["index", str(DEMO / "sounds" / "dog"), "--data-dir", str(tmp_path), "-q"]) == 2
+    assert "cannot be mixed" in capsys.readouterr().err
+
+
+def test_missing_path_is_a_clear_error(tmp_path, capsys):
+    assert cli.main(["index", str(tmp_path / "nope"), "--data-dir", str(tmp_path / "d"), "-q"]) == 2
+    assert "no such file or folder" in capsys.readouterr().err

@@ -1,0 +1,93 @@
+"""Search over the real demo corpus: text (English and Chinese), query by example, filters, explanations."""
+
+import os
+
+import pytest
+
+from soundscope.search import Filters
+from tests.conftest import DEMO
+
+
+def _folders(results):
+    return [os.path.relpath(r.path, DEMO).split(os.sep)[:2] for r in results]
+
+
+@pytest.mark.parametrize(
+    "query,folder",
+    [
+        ("dog barking", "dog"),
+        ("狗叫", "dog"),
+        ("rain", "rain"),
+        ("下雨的声音", "rain"),
+        ("a rooster crowing", "rooster"),
+        ("chainsaw", "chainsaw"),
+        ("helicopter", "helicopter"),
+    ],
+)
+def test_text_queries_find_the_class(demo_lib, query, folder):
+    results = demo_lib.search(query, limit=2)
+    assert [f[1] for f in _folders(results)] == [folder, folder]
+
+
+def test_piano_and_speech_queries(demo_lib):
+    top = demo_lib.search("piano music", limit=3)
+    assert all(r.path.split(os.sep)[-2] == "music" for r in top)
+    speech = demo_lib.search("someone speaking", limit=5)
+    assert all(f[0] == "speech" for f in _folders(speech))
+
+
+def test_results_are_explained_and_well_formed(demo_lib):
+    results = demo_lib.search("dog barking", limit=5)
+    assert results[0].score >= results[-1].score
+    top = results[0].to_dict()
+    assert os.path.isabs(top["path"]) and top["start"] >= 0 and top["why"]
+    assert any("Dog" in w or "Bark" in w for w in top["why"])
+    assert "dog" in top["description"]
+
+
+def test_best_moment_points_inside_long_files(demo_lib):
+    hit = demo_lib.search("whale song", limit=3)
+    whale = next(r for r in hit if "humpback" in r.path)
+    assert 0 <= whale.start < whale.end <= whale.duration_s + 0.01
+
+
+def test_filters(demo_lib):
+    assert all(r.duration_s >= 30 for r in demo_lib.search("music", limit=10, filters=Filters(min_duration=30)))
+    assert all(r.duration_s <= 6 for r in demo_lib.search("music", limit=10, filters=Filters(max_duration=6)))
+    speech_only = demo_lib.search("dog", limit=10, filters=Filters(kind="speech"))
+    assert speech_only and all(demo_lib.store.catalog.item(r.item_id).kind == "speech" for r in speech_only)
+    under = demo_lib.search("rain", limit=10, filters=Filters(path_prefix=str(DEMO / "music")))
+    assert under and all(r.path.startswith(str(DEMO / "music")) for r in under)
+    labelled = demo_lib.search("anything", limit=10, filters=Filters(label="Dog"))
+    assert {os.path.basename(os.path.dirname(r.path)) for r in labelled} == {"dog"}
+    with pytest.raises(ValueError, match="unknown label"):
+        demo_lib.search("x", filters=Filters(label="Not a label"))
+
+
+def test_query_by_example(demo_lib):
+    rain = DEMO / "sounds" / "rain" / "1-17367-A.ogg"
+    hits = demo_lib.similar(str(rain), limit=3)
+    assert hits[0].path == str(DEMO / "sounds" / "rain" / "1-21189-A.ogg")
+    assert all(h.path != str(rain) for h in hits)  # the query item itself is excluded by default
+    with_self = demo_lib.similar(str(rain), limit=1, include_self=True)
+    assert with_self[0].path == str(rain) and with_self[0].score == pytest.approx(1.0, abs=0.01)
+    item_id = demo_lib.store.catalog.item_by_path(str(rain)).id
+    assert [h.path for h in demo_lib.similar(item_id, limit=3)] == [h.path for h in hits]
+
+
+def test_query_by_example_with_an_unindexed_clip(demo_lib, tmp_path):
+    from soundscope import decode
+    from tests.conftest import write_audio
+
+    y = decode.load(DEMO / "sounds" / "dog" / "1-30344-A.ogg")[: 16000 * 3]  # a 3 s excerpt, re-encoded
+    clip = write_audio(tmp_path / "excerpt.mp3", y, 16000)
+    hits = demo_lib.similar(str(clip), limit=1)
+    assert hits[0].path.endswith("1-30344-A.ogg") and hits[0].score > 0.9
+
+
+def test_empty_query_and_show(demo_lib):
+    assert demo_lib.search("   ") == []
+    item = demo_lib.show(demo_lib.search("dog barking", limit=1)[0].item_id)
+    assert item["labels"]["yamnet"][0][1] > 0.5 and item["segments"]
+    with pytest.raises(KeyError):
+        demo_lib.show(10**9)
