@@ -9,6 +9,7 @@ block at a time. Frames are then pooled into fixed-length segments: the unit a h
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +42,8 @@ class Analysis:
     item_scores: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (n_labels,) item-level
     item_embeddings: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (dim,)
     frame_counts: dict[str, int] = field(default_factory=dict)
+    item_means: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (n_labels,) mean over frames
+    music: dict[str, Any] | None = None  # music descriptors (tempo, loudness, key...) when the file is music
 
 
 class _Streamer:
@@ -141,35 +144,86 @@ class _FeatureAccumulator:
         }
 
 
-def analyze_file(
-    path: str,
-    analyzers: list[Analyzer],
-    *,
-    sample_rate: int = SAMPLE_RATE,
-    segment_s: float = SEGMENT_S,
-    block_s: float = BLOCK_S,
-) -> Analysis:
-    """Decode ``path`` as a stream and run every analyzer over it. Raises ``decode.DecodeError``."""
-    info = decode.probe(path)
+MUSIC_GATE = 0.25  # mean YAMNet "Music" probability over frames above which music analyzers run
+
+
+def _blocks_from_file(path: str, sample_rate: int, block_s: float) -> Callable[[], Iterable[np.ndarray]]:
+    return lambda: decode.stream(path, sample_rate=sample_rate, block_s=block_s)
+
+
+def _run_pass(
+    blocks: Iterable[np.ndarray], analyzers: list[Analyzer], accumulators: list[Any], sample_rate: int
+) -> dict[str, tuple[FrameOutput, np.ndarray]]:
+    """One streaming pass: every block goes to each accumulator and each analyzer's streamer."""
     streamers = [_Streamer(a, sample_rate) for a in analyzers]
-    acc = _FeatureAccumulator(sample_rate)
-    for block in decode.stream(path, sample_rate=sample_rate, block_s=block_s):
-        acc.push(block)
+    for block in blocks:
+        for acc in accumulators:
+            acc.push(block)
         for s in streamers:
             s.push(block)
     for s in streamers:
         s.push(np.zeros(0, np.float32), final=True)
+    return {s.a.name: s.result() for s in streamers}
+
+
+def music_share(analysis: Analysis, analyzer: Analyzer) -> float:
+    """Mean probability of YAMNet's "Music" label over the file's frames (0 if unknown)."""
+    means = analysis.item_means.get(analyzer.name)
+    if means is None or "Music" not in analyzer.labels:
+        return 0.0
+    return float(means[analyzer.labels.index("Music")])
+
+
+def _analyze(
+    info: AudioInfo,
+    blocks: Callable[[], Iterable[np.ndarray]],
+    analyzers: list[Analyzer],
+    music_analyzers: list[Analyzer],
+    *,
+    sample_rate: int,
+    segment_s: float,
+) -> Analysis:
+    acc = _FeatureAccumulator(sample_rate)
+    outputs = _run_pass(blocks(), analyzers, [acc], sample_rate)
     feats = acc.result()
-    duration = feats["duration_s"]
-    if duration <= 0:
+    if feats["duration_s"] <= 0:
         raise decode.DecodeError("no audio samples")
-    return pool(
+    analysis = Analysis(
         info,
-        duration,
+        feats["duration_s"],
         feats,
-        {s.a.name: s.result() for s in streamers},
+        [PooledSegment(s, e, {}, {}) for s, e in segment_bounds(feats["duration_s"], segment_s)],
+    )
+    pool_into(analysis, outputs, analyzers)
+    if music_analyzers and analyzers and music_share(analysis, analyzers[0]) >= MUSIC_GATE:
+        from .descriptors import MusicDescriptorAccumulator
+
+        music_acc = MusicDescriptorAccumulator(sample_rate)
+        pool_into(analysis, _run_pass(blocks(), music_analyzers, [music_acc], sample_rate), music_analyzers)
+        analysis.music = music_acc.result()
+    return analysis
+
+
+def analyze_file(
+    path: str,
+    analyzers: list[Analyzer],
+    *,
+    music_analyzers: list[Analyzer] | None = None,
+    sample_rate: int = SAMPLE_RATE,
+    segment_s: float = SEGMENT_S,
+    block_s: float = BLOCK_S,
+) -> Analysis:
+    """Decode ``path`` as a stream and run every analyzer over it; if the first pass finds music
+    (see :data:`MUSIC_GATE`), stream it once more through ``music_analyzers`` and the music
+    descriptors. Memory stays bounded by one block. Raises ``decode.DecodeError``."""
+    info = decode.probe(path)
+    return _analyze(
+        info,
+        _blocks_from_file(path, sample_rate, block_s),
+        analyzers,
+        music_analyzers or [],
+        sample_rate=sample_rate,
         segment_s=segment_s,
-        window_s={s.a.name: s.a.window_s for s in streamers},
     )
 
 
@@ -177,28 +231,14 @@ def analyze_array(
     y: np.ndarray,
     analyzers: list[Analyzer],
     *,
+    music_analyzers: list[Analyzer] | None = None,
     sample_rate: int = SAMPLE_RATE,
     segment_s: float = SEGMENT_S,
     path: str = "<array>",
 ) -> Analysis:
     """Same as :func:`analyze_file` for an in-memory mono float32 signal at ``sample_rate``."""
     info = AudioInfo(path=path, duration_s=y.shape[0] / sample_rate, sample_rate=sample_rate, channels=1)
-    acc = _FeatureAccumulator(sample_rate)
-    acc.push(y)
-    outs = {}
-    for a in analyzers:
-        s = _Streamer(a, sample_rate)
-        s.push(y)
-        s.push(np.zeros(0, np.float32), final=True)
-        outs[a.name] = s.result()
-    return pool(
-        info,
-        y.shape[0] / sample_rate,
-        acc.result(),
-        outs,
-        segment_s=segment_s,
-        window_s={a.name: a.window_s for a in analyzers},
-    )
+    return _analyze(info, lambda: [y], analyzers, music_analyzers or [], sample_rate=sample_rate, segment_s=segment_s)
 
 
 def segment_bounds(duration_s: float, segment_s: float) -> list[tuple[float, float]]:
@@ -217,31 +257,31 @@ def _weighted_mean(emb: np.ndarray, levels: np.ndarray) -> np.ndarray:
     return (v / max(float(np.linalg.norm(v)), 1e-9)).astype(np.float32)
 
 
-def pool(
-    info: AudioInfo,
-    duration_s: float,
-    feats: dict[str, Any],
-    outputs: dict[str, tuple[FrameOutput, np.ndarray]],
-    *,
-    segment_s: float,
-    window_s: dict[str, float],
-) -> Analysis:
-    """Pool per-frame outputs (with frame loudness) into segments and an item-level summary."""
-    bounds = segment_bounds(duration_s, segment_s)
-    segments = [PooledSegment(s, e, {}, {}) for s, e in bounds]
-    analysis = Analysis(info, duration_s, feats, segments)
-    for name, (out, levels) in outputs.items():
-        analysis.frame_counts[name] = len(out)
+def pool_into(
+    analysis: Analysis, outputs: dict[str, tuple[FrameOutput, np.ndarray]], analyzers: list[Analyzer]
+) -> None:
+    """Pool per-frame outputs (with frame loudness) into the analysis' segments and item summary.
+
+    Segment scores are the max over the segment's frames; item scores use the analyzer's
+    ``pooling`` ("max" by default; "mean" for track-level taggers); embeddings are the
+    loudness-weighted mean (:func:`_weighted_mean`).
+    """
+    bounds = [(s.start, s.end) for s in analysis.segments]
+    ends = [e for _, e in bounds]
+    for a in analyzers:
+        out, levels = outputs[a.name]
+        analysis.frame_counts[a.name] = len(out)
         if len(out) == 0:
             continue
-        centers = out.times + min(window_s[name], duration_s) / 2
-        seg_of = np.clip(np.searchsorted([e for _, e in bounds], centers, side="right"), 0, len(bounds) - 1)
-        for i, seg in enumerate(segments):
+        centers = out.times + min(a.window_s, analysis.duration_s) / 2
+        seg_of = np.clip(np.searchsorted(ends, centers, side="right"), 0, len(bounds) - 1)
+        for i, seg in enumerate(analysis.segments):
             idx = np.flatnonzero(seg_of == i)
             if idx.size == 0:  # segment shorter than a frame: borrow the nearest frame
                 idx = np.array([int(np.argmin(np.abs(centers - (seg.start + seg.end) / 2)))])
-            seg.scores[name] = out.scores[idx].max(axis=0)
-            seg.embeddings[name] = _weighted_mean(out.embeddings[idx], levels[idx])
-        analysis.item_scores[name] = out.scores.max(axis=0)
-        analysis.item_embeddings[name] = _weighted_mean(out.embeddings, levels)
-    return analysis
+            seg.scores[a.name] = out.scores[idx].max(axis=0)
+            seg.embeddings[a.name] = _weighted_mean(out.embeddings[idx], levels[idx])
+        means = out.scores.mean(axis=0)
+        analysis.item_means[a.name] = means
+        analysis.item_scores[a.name] = means if getattr(a, "pooling", "max") == "mean" else out.scores.max(axis=0)
+        analysis.item_embeddings[a.name] = _weighted_mean(out.embeddings, levels)

@@ -21,18 +21,34 @@ from .types import Analyzer, IndexReport, Result
 
 
 def default_analyzers() -> list[Analyzer]:
-    """The audio models used when none are named: YAMNet (sound events + embedding)."""
+    """Models run on every file: YAMNet (521 sound-event labels + 1024-d embedding)."""
     from .analyzers import yamnet
 
     return [yamnet.load()]
 
 
+def default_music_analyzers() -> list[Analyzer]:
+    """Models run only on music: musicnn MagnaTagATune and Million Song Dataset taggers."""
+    from .analyzers import musicnn
+
+    return [musicnn.load("MTT_musicnn"), musicnn.load("MSD_musicnn")]
+
+
+MUSIC_SIMILARITY_SPACE = "musicnn_msd"  # "more like this" between two music tracks uses this embedding
+
+
 class Library:
     """One data directory and the models that read and write it (loaded lazily, once)."""
 
-    def __init__(self, data_dir: str | os.PathLike[str] | None = None, analyzers: list[Analyzer] | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str] | None = None,
+        analyzers: list[Analyzer] | None = None,
+        music_analyzers: list[Analyzer] | None = None,
+    ) -> None:
         self.store = Store(data_dir)
         self._analyzers = analyzers
+        self._music_analyzers = music_analyzers
 
     @property
     def data_dir(self) -> Path:
@@ -41,6 +57,10 @@ class Library:
     @cached_property
     def analyzers(self) -> list[Analyzer]:
         return self._analyzers if self._analyzers is not None else default_analyzers()
+
+    @cached_property
+    def music_analyzers(self) -> list[Analyzer]:
+        return self._music_analyzers if self._music_analyzers is not None else default_music_analyzers()
 
     @cached_property
     def encoder(self):  # -> TextEncoder
@@ -60,7 +80,8 @@ class Library:
         progress: Callable[[Progress], None] | None = None,
     ) -> IndexReport:
         """Index (or update) every audio file under ``paths``; see :class:`soundscope.ingest.Indexer`."""
-        return Indexer(self.store, self.analyzers, self.encoder).run(list(paths), rehash=rehash, progress=progress)
+        indexer = Indexer(self.store, self.analyzers, self.encoder, music_analyzers=self.music_analyzers)
+        return indexer.run(list(paths), rehash=rehash, progress=progress)
 
     def search(self, query: str, *, limit: int = 10, filters: Filters | None = None) -> list[Result]:
         """Best ``limit`` items for a free-text query, with scores and explanations."""
@@ -87,8 +108,18 @@ class Library:
         path = row.path if row else os.fspath(target)
         if row and not include_self:
             exclude.add(row.id)
-        query = analyze.analyze_file(path, [primary])
-        return self.searcher.similar(primary, query, limit=limit, filters=filters, exclude_ids=exclude)
+        music = next((a for a in self.music_analyzers if a.name == MUSIC_SIMILARITY_SPACE), None)
+        if row is not None:  # indexed: reuse stored vectors, no decoding
+            for analyzer in (music, primary):
+                vec = self.store.catalog.item_vector(row.id, analyzer.name) if analyzer else None
+                if vec is not None:
+                    return self.searcher.similar(analyzer, vec, limit=limit, filters=filters, exclude_ids=exclude)
+        query = analyze.analyze_file(path, [primary], music_analyzers=[music] if music else None)
+        analyzer = music if music and music.name in query.item_embeddings and self._has_space(music.name) else primary
+        return self.searcher.similar(analyzer, query, limit=limit, filters=filters, exclude_ids=exclude)
+
+    def _has_space(self, space: str) -> bool:
+        return space in self.store.catalog.models()
 
     def show(self, item_id: int) -> dict[str, Any]:
         """Everything stored about one item: metadata, description, top labels per model, segments."""

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from . import analyze, decode, describe
+from . import analyze, decode, describe, metadata
 from .store import SegmentData, Store
 from .text import TextEncoder
 from .types import Analyzer, Failure, IndexReport
@@ -90,14 +90,16 @@ class Indexer:
         analyzers: list[Analyzer],
         text_encoder: TextEncoder,
         *,
+        music_analyzers: list[Analyzer] | None = None,
         segment_s: float = analyze.SEGMENT_S,
     ) -> None:
         self.store = store
         self.analyzers = analyzers
+        self.music_analyzers = music_analyzers or []
         self.text = text_encoder
         self.segment_s = segment_s
         cat = store.catalog
-        for a in analyzers:
+        for a in [*analyzers, *self.music_analyzers]:
             cat.register_model(a.name, a.model_id, {**a.params, "segment_s": segment_s}, a.dim, list(a.labels))
         cat.register_model(DESCRIPTION_SPACE, text_encoder.model_id, {}, text_encoder.dim, [])
 
@@ -150,7 +152,9 @@ class Indexer:
                 cat.update_location(moved.id, path=path, root=root, size=st.st_size, mtime=st.st_mtime)
                 report.unchanged += 1
                 return "moved"
-            result = analyze.analyze_file(path, self.analyzers, segment_s=self.segment_s)
+            result = analyze.analyze_file(
+                path, self.analyzers, music_analyzers=self.music_analyzers, segment_s=self.segment_s
+            )
             self._store(root, path, st, digest, result)
         except (decode.DecodeError, OSError) as exc:
             return self._fail(path, str(exc) if isinstance(exc, decode.DecodeError) else f"cannot read: {exc}", report)
@@ -171,11 +175,21 @@ class Indexer:
 
     def _store(self, root: str, path: str, st: os.stat_result, digest: str, a: analyze.Analysis) -> None:
         primary = self.analyzers[0]
-        scores = a.item_scores.get(primary.name, np.zeros(len(primary.labels), np.float32))
-        kind = describe.kind_of(scores, primary.labels)
-        tags = dict(a.info.tags)
-        top = describe.top_labels(scores, primary.labels)
-        text = describe.describe(kind=kind, labels=top, features=a.features, tags=tags)
+        kind = describe.kind_of(
+            a.item_means.get(primary.name, np.zeros(len(primary.labels))), primary.labels, is_music=a.music is not None
+        )
+        tags = metadata.metadata(path, a.info.tags)
+        features = {**a.features, **({"music": a.music} if a.music else {})}
+        music_tags = [
+            t
+            for m in self.music_analyzers
+            if m.name in a.item_scores
+            for t in describe.top_labels(a.item_scores[m.name], m.labels, k=8, min_p=0.2)
+        ]
+        sound_labels = describe.top_labels(
+            a.item_scores.get(primary.name, np.zeros(len(primary.labels))), primary.labels
+        )
+        text = describe.describe(kind=kind, labels=sound_labels, features=features, tags=tags, music_tags=music_tags)
         item: dict[str, Any] = {
             "path": path,
             "root": root,
@@ -187,7 +201,7 @@ class Indexer:
             "channels": a.info.channels,
             "codec": a.info.codec,
             "tags": tags,
-            "features": a.features,
+            "features": features,
             "kind": kind,
             "description": text,
             "indexed_at": time.time(),

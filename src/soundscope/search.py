@@ -28,7 +28,44 @@ from .text import TextEncoder
 from .types import Analyzer, Result
 
 RRF_K = 60.0
-RANKER_WEIGHTS = {"labels": 1.0, "description": 0.35, "keyword": 0.5}
+RANKER_WEIGHTS = {"labels": 1.0, "description": 0.35, "keyword": 0.5, "descriptors": 1.0}
+
+# Words about tempo and loudness, answered from measured descriptors (BPM, LUFS), not only from tags.
+DESCRIPTOR_WORDS = {
+    "slow": "slow slower slowly ballad calm relaxing relaxed 慢 慢歌 慢节奏 舒缓 缓慢 抒情 放松",
+    "fast": "fast faster quick upbeat energetic lively 快 快歌 快节奏 动感 欢快 激烈 劲爆",
+    "quiet": "quiet soft gentle peaceful calm 安静 轻柔 柔和 轻声 宁静",
+    "loud": "loud noisy powerful 吵 响亮 大声 吵闹",
+}
+_DESCRIPTOR_INDEX = {w: key for key, words in DESCRIPTOR_WORDS.items() for w in words.split()}
+
+
+def descriptor_terms(query: str) -> set[str]:
+    """Which of slow / fast / quiet / loud the query asks for (English or Chinese words)."""
+    words = textnorm.segment(query)
+    found = {_DESCRIPTOR_INDEX[w] for w in words if w in _DESCRIPTOR_INDEX}
+    found |= {key for w, key in _DESCRIPTOR_INDEX.items() if textnorm.has_cjk(w) and len(w) > 1 and w in query}
+    return found
+
+
+def descriptor_scores(m: _Matrices, wanted: set[str]) -> np.ndarray:
+    """How well each item's measured tempo and loudness fit ``wanted``, in [0, 1] (0 if unmeasured).
+
+    slow: 1 at <= 60 BPM falling to 0 at 120; fast: 0 at 100 BPM rising to 1 at 160 (both scaled by
+    tempo confidence); quiet: 1 at <= -35 LUFS falling to 0 at -14; loud: the reverse.
+    """
+    score = np.zeros(m.ids.shape[0], np.float32)
+    bpm, conf, lufs = m.tempo, np.clip(m.tempo_conf * 2, 0.3, 1.0), m.lufs
+    has_tempo, has_level = bpm > 0, lufs > -70
+    if "slow" in wanted:
+        score += np.where(has_tempo, np.clip((120 - bpm) / 60, 0, 1) * conf, 0)
+    if "fast" in wanted:
+        score += np.where(has_tempo, np.clip((bpm - 100) / 60, 0, 1) * conf, 0)
+    if "quiet" in wanted:
+        score += np.where(has_level, np.clip((-14 - lufs) / 21, 0, 1), 0)
+    if "loud" in wanted:
+        score += np.where(has_level, np.clip((lufs + 35) / 21, 0, 1), 0)
+    return score / len(wanted)
 
 
 @dataclass
@@ -65,6 +102,9 @@ class _Matrices:
     durations: np.ndarray | None = None
     kinds: np.ndarray | None = None
     paths: list[str] = field(default_factory=list)
+    tempo: np.ndarray | None = None  # (n,) BPM, 0 where unmeasured (non-music)
+    tempo_conf: np.ndarray | None = None
+    lufs: np.ndarray | None = None  # (n,) integrated loudness; -120 where unmeasured
 
 
 @lru_cache(maxsize=8)
@@ -96,6 +136,10 @@ class Searcher:
         m = _Matrices(gen, ids, paths=[r.path for r in rows])
         m.durations = np.array([r.duration_s for r in rows], np.float32)
         m.kinds = np.array([r.kind for r in rows], dtype=object)
+        music = [r.features.get("music") or {} for r in rows]
+        m.tempo = np.array([float(x.get("tempo_bpm") or 0.0) for x in music], np.float32)
+        m.tempo_conf = np.array([float(x.get("tempo_confidence") or 0.0) for x in music], np.float32)
+        m.lufs = np.array([float(x.get("loudness_lufs") or -120.0) for x in music], np.float32)
         for space, info in self._spaces().items():
             m.scores[space] = self._aligned(ids, *cat.item_matrix(space, "scores"), len(info["labels"]))
         m.desc = self._aligned(ids, *cat.item_matrix(DESCRIPTION_SPACE, "embedding"), self.encoder.dim)
@@ -112,13 +156,32 @@ class Searcher:
         return out
 
     # -- text search ----------------------------------------------------------------------------
-    def match_labels(self, query: str, space: str) -> LabelMatch:
-        """Weights over ``space``'s labels for ``query`` (softmax over the ``label_top_k`` most similar)."""
-        labels = tuple(self._spaces()[space]["labels"])
-        sims = _label_embeddings(self.encoder, labels) @ self.encoder.encode([query])[0]
-        top = np.argsort(-sims)[: self.label_top_k]
-        w = np.exp((sims[top] - sims[top[0]]) / self.temperature)
-        return LabelMatch(space, top, (w / w.sum()).astype(np.float32), [labels[i] for i in top])
+    def match_labels(self, query: str) -> list[LabelMatch]:
+        """Weights over every label vocabulary for ``query``: one softmax over the ``label_top_k``
+        labels most similar to it across all spaces, so a query close to YAMNet's "Bark" gives
+        little weight to a music tagger's loosely related tags. Returns one match per space hit."""
+        q = self.encoder.encode([query])[0]
+        spaces = self._spaces()
+        names: list[tuple[str, int, str]] = []
+        sims: list[np.ndarray] = []
+        for space, info in spaces.items():
+            labels = tuple(info["labels"])
+            sims.append(_label_embeddings(self.encoder, labels) @ q)
+            names.extend((space, i, label) for i, label in enumerate(labels))
+        if not names:
+            return []
+        all_sims = np.concatenate(sims)
+        top = np.argsort(-all_sims)[: self.label_top_k]
+        w = np.exp((all_sims[top] - all_sims[top[0]]) / self.temperature)
+        w /= w.sum()
+        out: dict[str, LabelMatch] = {}
+        for j, weight in zip(top, w, strict=True):
+            space, i, label = names[j]
+            lm = out.setdefault(space, LabelMatch(space, np.zeros(0, np.int64), np.zeros(0, np.float32), []))
+            lm.indices = np.append(lm.indices, i)
+            lm.weights = np.append(lm.weights, np.float32(weight))
+            lm.names.append(label)
+        return list(out.values())
 
     def search(self, query: str, *, limit: int = 10, filters: Filters | None = None) -> list[Result]:
         """Rank items for a free-text query (any language the text encoder reads)."""
@@ -129,15 +192,18 @@ class Searcher:
         q = self.encoder.encode([query])[0]
         rankings: dict[str, np.ndarray] = {}
         raw: dict[str, np.ndarray] = {}
-        matches = [self.match_labels(query, space) for space in m.scores]
+        matches = [lm for lm in self.match_labels(query) if lm.space in m.scores]
         label_score = np.zeros(m.ids.shape[0], np.float32)
         for lm in matches:
             label_score += m.scores[lm.space][:, lm.indices] @ lm.weights
         raw["labels"] = label_score
+        wanted = descriptor_terms(query)
+        if wanted:
+            raw["descriptors"] = descriptor_scores(m, wanted)
         raw["description"] = m.desc @ q if m.desc is not None else np.zeros_like(label_score)
         raw["keyword"] = self._keyword_scores(m, query)
         for name, score in raw.items():
-            cand = np.flatnonzero(mask & (score > 0) if name == "keyword" else mask)
+            cand = np.flatnonzero(mask & (score > 0) if name in ("keyword", "descriptors") else mask)
             rankings[name] = cand[np.argsort(-score[cand], kind="stable")]
         fused = np.zeros(m.ids.shape[0], np.float64)
         ranks: dict[str, dict[int, int]] = {}
@@ -219,6 +285,8 @@ class Searcher:
             why.append("sounds like: " + ", ".join(strong))
         if ranks["description"].get(i, 1 << 30) < 10:
             why.append(f"description matches ({raw['description'][i]:.2f}): {row.description}")
+        if "descriptors" in raw and raw["descriptors"][i] > 0:
+            why.append(f"measured {m.tempo[i]:.0f} BPM, {m.lufs[i]:.0f} LUFS (fit {raw['descriptors'][i]:.2f})")
         if raw["keyword"][i] > 0:
             why.append("keywords match name/tags/description")
         start, end = self._best_segment(row.id, matches)
@@ -244,15 +312,15 @@ class Searcher:
     def similar(
         self,
         analyzer: Analyzer,
-        query: analyze.Analysis,
+        query: analyze.Analysis | np.ndarray,
         *,
         limit: int = 10,
         filters: Filters | None = None,
         exclude_ids: set[int] | None = None,
     ) -> list[Result]:
-        """Items whose best segment is nearest (cosine) to the query clip's pooled embedding."""
+        """Items whose best segment is nearest (cosine) to the query: an analysed clip, or a (dim,) vector."""
         m = self.matrices()
-        vec = query.item_embeddings.get(analyzer.name)
+        vec = query if isinstance(query, np.ndarray) else query.item_embeddings.get(analyzer.name)
         if m.ids.size == 0 or vec is None:
             return []
         mask = self._mask(m, filters)

@@ -678,6 +678,7 @@ class MusicnnAnalyzer:
     hop_s: float = N_FRAMES * HOP / SAMPLE_RATE
     labels: list[str] = field(default_factory=list)
     dim: int = 200
+    pooling: str = "mean"  # track-level tags are the mean over patches, as upstream musicnn reports them
     hop_frames: int = field(init=False, default=N_FRAMES)
 
     def __post_init__(self) -> None:

@@ -419,6 +419,13 @@ class Catalog:
             return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
         return np.asarray(ids, np.int64), np.stack(rows)
 
+    def item_vector(self, item_id: int, space: str) -> np.ndarray | None:
+        """The item-level embedding of one item in ``space`` (None if absent)."""
+        row = self.conn.execute(
+            "SELECT embedding FROM item_data WHERE item_id=? AND space=?", (item_id, space)
+        ).fetchone()
+        return from_blob(row[0]) if row else None
+
     def segments_of(
         self, item_id: int, space: str
     ) -> list[tuple[int, float, float, np.ndarray | None, np.ndarray | None]]:
