@@ -9,6 +9,16 @@ Data (read-only, under ``../shared/data`` by default):
   tones, monkeys) is scored separately as *non-speech*: the count of those that produced any text.
 * ``librispeech``: FLAC files and ``transcripts.txt`` lines ``ID TEXT``.
 
+Two more sets check the streaming path and the gating:
+
+* ``long``: the speech prompts joined, in name order, by 0.7-6 s gaps of quiet noise into one
+  recording of about ``--long-minutes`` (10) minutes, fed to ``Transcriber.transcribe_stream`` in 30 s
+  blocks: WER of the whole text, share of prompts with a passage starting within 1 s of the prompt,
+  speed, peak RSS of the process.
+* ``nonspeech``: ESC-10 rain (40 x 5 s) and the librosa example recordings without speech (music,
+  whale song, birdsong; the sung "Let's Go Fishin'" and the three LibriVox readings are left out):
+  seconds the VAD calls speech and the passages Whisper writes there (ideally none).
+
 Audio is decoded with :func:`soundscope.decode.load` (16 kHz mono float32) before the clock starts;
 the time measured is VAD + recognition (``Transcriber.transcribe``), reported as x real time
 (seconds of audio per second of processing). Model loading is timed separately.
@@ -262,6 +272,109 @@ def evaluate(tr, items, audio, *, dump=None, label="") -> dict:
     }
 
 
+def long_recording(items, audio, minutes: float):
+    """A synthetic long recording: the speech prompts, in name order, joined by gaps of quiet noise.
+
+    Gaps cycle through 1.0, 2.5, 4.0, 0.7 and 6.0 s of Gaussian noise (sigma 0.002, seed 0); the
+    recording starts with 2 s of it and stops after the prompt that passes ``minutes``. Returns the
+    signal and ``(start s, end s, reference)`` of every prompt placed.
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    gaps = [1.0, 2.5, 4.0, 0.7, 6.0]
+
+    def noise(sec: float):
+        return (0.002 * rng.standard_normal(int(sec * 16000))).astype(np.float32)
+
+    parts, placed, t = [noise(2.0)], [], 2.0
+    for i, (name, _path, ref) in enumerate(items):
+        if not normalize(ref):
+            continue
+        y = audio[name]
+        d = len(y) / 16000
+        placed.append((t, t + d, ref))
+        parts += [y + noise(d), noise(gaps[i % len(gaps)])]
+        t += d + gaps[i % len(gaps)]
+        if t >= minutes * 60:
+            break
+    return np.concatenate(parts), placed
+
+
+def evaluate_long(tr, y, placed) -> dict:
+    """WER, onset accuracy and speed of ``transcribe_stream`` over a long recording fed in 30 s blocks."""
+    import resource
+
+    from soundscope.transcribe import load_vad
+
+    dur = len(y) / 16000
+    t0 = time.perf_counter()
+    load_vad().regions(y)
+    vad_s = time.perf_counter() - t0
+    block = 30 * 16000
+    t0 = time.perf_counter()
+    passages = list(tr.transcribe_stream(y[i : i + block] for i in range(0, len(y), block)))
+    asr_s = time.perf_counter() - t0
+    ref = normalize(" ".join(r for _, _, r in placed))
+    hyp = normalize(" ".join(p.text for p in sorted(passages, key=lambda p: p.start)))
+    errors = []
+    for start, end, _ in placed:
+        near = [p.start for p in passages if start - 1.0 <= p.start <= end]
+        errors.append(abs(near[0] - start) if near else None)
+    found = [e for e in errors if e is not None]
+    return {
+        "audio_s": round(dur, 1),
+        "prompts": len(placed),
+        "passages": len(passages),
+        "ref_words": len(ref),
+        "wer": round(edit_distance(ref, hyp) / max(1, len(ref)), 4),
+        "onset_within_1s": round(sum(e <= 1.0 for e in found) / max(1, len(placed)), 4),
+        "onset_abs_error_median_s": round(sorted(found)[len(found) // 2], 3) if found else None,
+        "x_real_time": round(dur / asr_s, 2),
+        "vad_x_real_time": round(dur / vad_s, 1),
+        "max_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
+
+
+def nonspeech_files(data: Path) -> dict[str, list[Path]]:
+    """ESC-10 rain, and the librosa example recordings without speech (music, whale, birds)."""
+    groups = {"esc10_rain": sorted((data / "esc10" / "audio" / "rain").glob("*.ogg"))}
+    index = json.loads((data / "librosa" / "index.json").read_text())
+    music = [k for k in index if not k.startswith("libri") and k != "fishin"]  # fishin: sung vocals
+    groups["librosa_nonspeech"] = sorted(data / "librosa" / f"{index[k]['path']}.ogg" for k in music)
+    return groups
+
+
+def evaluate_nonspeech(tr, groups, audio) -> dict:
+    """Seconds the VAD calls speech and passages Whisper writes, on recordings with no speech."""
+    from soundscope.transcribe import load_vad
+
+    vad = load_vad()
+    out = {}
+    for label, paths in groups.items():
+        total = speech = 0.0
+        texts = []
+        files_with_speech = 0
+        t0 = time.perf_counter()
+        for p in paths:
+            y = audio[str(p)]
+            total += len(y) / 16000
+            regions = vad.regions(y)
+            speech += sum(r.duration for r in regions)
+            files_with_speech += bool(regions)
+            texts += [f"{p.name}: {x.text}" for x in tr.transcribe(y, regions=regions)]
+        out[label] = {
+            "files": len(paths),
+            "audio_s": round(total, 1),
+            "vad_speech_s": round(speech, 2),
+            "files_with_vad_speech": files_with_speech,
+            "passages": len(texts),
+            "examples": texts[:6],
+            "x_real_time": round(total / (time.perf_counter() - t0), 1),
+        }
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     ap.add_argument("--models", nargs="+", default=["tiny.en", "base"])
@@ -271,7 +384,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--beam-size", type=int, default=1)
     ap.add_argument("--compute-type", default="int8")
     ap.add_argument("--no-words", action="store_true", help="skip word timestamps")
-    ap.add_argument("--sets", nargs="+", default=["asterisk", "librispeech"])
+    ap.add_argument(
+        "--sets",
+        nargs="+",
+        default=["asterisk", "librispeech", "long", "nonspeech"],
+        help="asterisk, librispeech, long (prompts joined into one recording), nonspeech (rain, music)",
+    )
+    ap.add_argument("--long-minutes", type=float, default=10.0)
     ap.add_argument("--dump", type=Path, default=None, help="write every hypothesis as JSON lines here")
     ap.add_argument("--out", type=Path, default=None, help="also write the JSON summary here")
     args = ap.parse_args(argv)
@@ -280,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
     from soundscope.transcribe import Transcriber
 
     sets = {}
-    if "asterisk" in args.sets:
+    if "asterisk" in args.sets or "long" in args.sets:
         sets["asterisk"] = asterisk_items(args.data / "asterisk-en")
     if "librispeech" in args.sets:
         sets["librispeech"] = librispeech_items(args.data / "librispeech")
@@ -289,6 +408,15 @@ def main(argv: list[str] | None = None) -> int:
     for items in sets.values():
         for name, path, _ in items:
             audio[name] = decode.load(path)
+    nonspeech = nonspeech_files(args.data) if "nonspeech" in args.sets else {}
+    for paths in nonspeech.values():
+        for p in paths:
+            audio[str(p)] = decode.load(p)
+    long_y, long_placed = (
+        long_recording(sets["asterisk"], audio, args.long_minutes) if "long" in args.sets else (None, [])
+    )
+    if "asterisk" not in args.sets:
+        sets.pop("asterisk", None)
     decode_s = time.perf_counter() - t
 
     dump = args.dump.open("w", encoding="utf-8") if args.dump else None
@@ -321,6 +449,11 @@ def main(argv: list[str] | None = None) -> int:
                 res[label] = evaluate(tr, use, audio, dump=dump, label=label)
                 r = res[label]
                 print(f"# {model} {label}: WER {r['wer']:.3f}, x{r['x_real_time']} real time", file=sys.stderr)
+            if long_y is not None:
+                r = res["long"] = evaluate_long(tr, long_y, long_placed)
+                print(f"# {model} long: WER {r['wer']:.3f}, x{r['x_real_time']} real time", file=sys.stderr)
+            if nonspeech:
+                res["nonspeech"] = evaluate_nonspeech(tr, nonspeech, audio)
             summary["models"][model] = res
     finally:
         if dump:

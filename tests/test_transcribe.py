@@ -10,6 +10,7 @@ import itertools
 import re
 import shutil
 import subprocess
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from soundscope.transcribe import (
     Passage,
     SpeechRegion,
     Transcriber,
+    VoiceActivity,
     _Packer,
     _TimeMap,
     base_model_dir,
@@ -118,6 +120,17 @@ def test_vad_ignores_rain_silence_tone_and_noise(vad):
     assert vad.regions(np.zeros(10 * SR, np.float32)) == []
     assert vad.regions(tone(440.0, 10.0)) == []
     assert vad.regions(_noise(10.0, amp=0.1)) == []
+
+
+def test_vad_one_window_per_call_graph_matches_sequence_graph(vad, libri):
+    spec = importlib.util.find_spec("silero_vad")
+    if spec is None or vad._kind != "sequence":
+        pytest.skip("silero-vad wheel not installed")
+    classic = Path(next(iter(spec.submodule_search_locations))) / "data" / "silero_vad.onnx"
+    other = VoiceActivity(classic)
+    assert other._kind == "state"
+    np.testing.assert_allclose(other.speech_probs(libri), vad.speech_probs(libri), atol=1e-4)
+    assert other.regions(libri) == vad.regions(libri)
 
 
 def _speech_with_gaps() -> np.ndarray:
@@ -219,6 +232,30 @@ def test_long_recording_through_transcribe_stream(tiny, vad):
         assert keys <= _words(near), (name, [p.text for p in near])
     for p in passages:  # nothing recognised in the noise between prompts
         assert any(at - 1.0 <= p.start <= at + len(_prompt(n)) / SR + 0.5 for n, at, _ in LONG), p
+
+
+def test_transcribe_stream_keeps_memory_bounded(tiny):
+    clip = _prompt("vm-marked-urgent")
+
+    def blocks():  # 15 minutes of quiet noise with the prompt every 3 minutes
+        rng = np.random.default_rng(1)
+        for k in range(30):
+            b = (0.002 * rng.standard_normal(30 * SR)).astype(np.float32)
+            if k % 6 == 2:
+                b[10 * SR : 10 * SR + len(clip)] += clip
+            yield b
+
+    tracemalloc.start()
+    try:
+        passages = list(tiny.transcribe_stream(blocks(), offset_s=0.0))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(passages) == 5
+    for p, k in zip(passages, (2, 8, 14, 20, 26), strict=True):
+        assert abs(p.start - (30 * k + 10)) < 1.0, p
+    assert all("urgent" in p.text.lower() for p in passages)
+    assert peak < 40e6, f"peak {peak / 1e6:.0f} MB of Python/numpy memory for 15 min of audio (58 MB as float32)"
 
 
 # -- multilingual base -----------------------------------------------------------------------------

