@@ -105,3 +105,16 @@ def test_killed_run_resumes_without_duplicates(tmp_path):
         )
         assert conn.execute("SELECT count(*) FROM items_fts").fetchone()[0] == len(files)
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_worker_processes_give_the_same_index(tmp_path, small_corpus, yamnet_model):
+    (small_corpus / "broken.flac").write_bytes(b"fLaC" + bytes(100))
+    with Library(tmp_path / "one") as one, Library(tmp_path / "two") as two:
+        r1 = one.index([small_corpus])
+        r2 = two.index([small_corpus], jobs=2)
+        assert (r1.indexed, r1.failed) == (r2.indexed, r2.failed) == (6, 1)
+        assert r1.failures[0].reason == r2.failures[0].reason
+        d1 = {r.path: (r.kind, r.description) for r in one.store.catalog.items()}
+        d2 = {r.path: (r.kind, r.description) for r in two.store.catalog.items()}
+        assert d1 == d2
+        assert [h.path for h in one.search("rain", limit=3)] == [h.path for h in two.search("rain", limit=3)]

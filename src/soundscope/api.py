@@ -78,10 +78,12 @@ class Library:
         *,
         rehash: bool = False,
         progress: Callable[[Progress], None] | None = None,
+        jobs: int = 1,
     ) -> IndexReport:
-        """Index (or update) every audio file under ``paths``; see :class:`soundscope.ingest.Indexer`."""
+        """Index (or update) every audio file under ``paths`` with ``jobs`` worker processes;
+        see :class:`soundscope.ingest.Indexer`."""
         indexer = Indexer(self.store, self.analyzers, self.encoder, music_analyzers=self.music_analyzers)
-        return indexer.run(list(paths), rehash=rehash, progress=progress)
+        return indexer.run(list(paths), rehash=rehash, progress=progress, jobs=jobs)
 
     def search(self, query: str, *, limit: int = 10, filters: Filters | None = None) -> list[Result]:
         """Best ``limit`` items for a free-text query, with scores and explanations."""

@@ -83,7 +83,7 @@ def _print_results(results: list, as_json: bool) -> None:
 
 def cmd_index(lib, args) -> int:
     progress = None if args.quiet else ProgressLine()
-    report = lib.index(args.paths, rehash=args.rehash, progress=progress)
+    report = lib.index(args.paths, rehash=args.rehash, progress=progress, jobs=_jobs(args.jobs))
     if args.json:
         print(json.dumps(report.to_dict(), ensure_ascii=False, indent=1))
     else:
@@ -95,6 +95,11 @@ def cmd_index(lib, args) -> int:
         for f in report.failures:
             print(f"  FAILED {f.path}: {f.reason}")
     return EXIT_FAILURES if report.failed else EXIT_OK
+
+
+def _jobs(value: int) -> int:
+    """0 means one worker per core (at most 4)."""
+    return value if value > 0 else min(os.cpu_count() or 1, 4)
 
 
 def cmd_search(lib, args) -> int:
@@ -218,6 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("index", parents=[common], help="index folders or files (recursive, incremental)")
     s.add_argument("paths", nargs="+")
     s.add_argument("--rehash", action="store_true", help="hash every file even if size and mtime are unchanged")
+    s.add_argument("--jobs", "-j", type=int, default=0, help="analysis worker processes (default 0: one per core)")
     s.add_argument("--quiet", "-q", action="store_true", help="no progress line")
     s.set_defaults(func=cmd_index)
     s = sub.add_parser("search", parents=[common, filt], help="search by text (Chinese or English)")

@@ -81,6 +81,52 @@ def content_hash(path: str, *, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+@dataclass
+class _Job:
+    root: str
+    path: str
+    st: os.stat_result
+    digest: str
+
+
+def _analyze_one(
+    path: str, analyzers: list[Analyzer], music: list[Analyzer], segment_s: float
+) -> analyze.Analysis | str:
+    """Analyse one file; a failure comes back as its reason (a string), never as an exception."""
+    try:
+        return analyze.analyze_file(path, analyzers, music_analyzers=music, segment_s=segment_s)
+    except decode.DecodeError as exc:
+        return str(exc)
+    except OSError as exc:
+        return f"cannot read: {exc}"
+    except MemoryError:
+        return "out of memory while analysing"
+    except Exception as exc:  # a bug or a model error on one file must not stop the run
+        log.exception("analysis failed for %s", path)
+        return f"analysis error: {type(exc).__name__}: {exc}"
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def _worker_init(model_ids: list[tuple[str, str]], n_primary: int, segment_s: float) -> None:
+    """Load the default models in a worker process and check they are the ones the parent uses."""
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = "1"
+    from .api import default_analyzers, default_music_analyzers
+
+    models = {a.name: a for a in [*default_analyzers(), *default_music_analyzers()]}
+    chosen = [models.get(name) for name, _ in model_ids]
+    if any(a is None or a.model_id != mid for a, (_, mid) in zip(chosen, model_ids, strict=True)):
+        raise RuntimeError("worker processes can only run the default models; use jobs=1 for custom analyzers")
+    _WORKER.update(analyzers=chosen[:n_primary], music=chosen[n_primary:], segment_s=segment_s)
+
+
+def _worker_analyze(task: tuple[int, str]) -> tuple[int, analyze.Analysis | str]:
+    i, path = task
+    return i, _analyze_one(path, _WORKER["analyzers"], _WORKER["music"], _WORKER["segment_s"])
+
+
 class Indexer:
     """Runs the pipeline over folders into a :class:`Store`."""
 
@@ -109,24 +155,40 @@ class Indexer:
         *,
         rehash: bool = False,
         progress: Callable[[Progress], None] | None = None,
+        jobs: int = 1,
     ) -> IndexReport:
-        """Index every audio file under ``paths``; drop catalog items under them whose file is gone."""
+        """Index every audio file under ``paths``; drop catalog items under them whose file is gone.
+
+        ``jobs`` > 1 analyses files in that many worker processes (one thread each); hashing,
+        change detection and every catalog write stay in this process, one transaction per file.
+        """
         t0 = time.perf_counter()
         report = IndexReport()
+        paths = list(paths)
         files = list(walk(paths))
         roots = sorted({root for root, _ in files} | {os.path.abspath(os.path.expanduser(os.fspath(p))) for p in paths})
-        seen: set[str] = set()
         failed_now: set[str] = set()
-        for n, (root, path) in enumerate(files, 1):
-            seen.add(path)
-            status = self._one(root, path, rehash, report)
+        done = 0
+
+        def tick(path: str, status: str) -> None:
+            nonlocal done
+            done += 1
             if status == "failed":
                 failed_now.add(path)
             if progress:
-                progress(
-                    Progress(n, len(files), report.failed, report.audio_seconds, time.perf_counter() - t0, path, status)
-                )
-        report.removed = self._drop_missing(roots, seen)
+                elapsed = time.perf_counter() - t0
+                progress(Progress(done, len(files), report.failed, report.audio_seconds, elapsed, path, status))
+
+        todo: list[_Job] = []
+        for root, path in files:
+            job_or_status = self._triage(root, path, rehash, report)
+            if isinstance(job_or_status, _Job):
+                todo.append(job_or_status)
+            else:
+                tick(path, job_or_status)
+        for job, result in self._analyses(todo, jobs):
+            tick(job.path, self._finish(job, result, report))
+        report.removed = self._drop_missing(roots, {path for _, path in files})
         for root in roots:
             self.store.catalog.clear_failures_under(root, failed_now)
         for a in self.analyzers:  # refresh the vector indexes now rather than at the first query
@@ -134,7 +196,8 @@ class Indexer:
         report.elapsed_s = time.perf_counter() - t0
         return report
 
-    def _one(self, root: str, path: str, rehash: bool, report: IndexReport) -> str:
+    def _triage(self, root: str, path: str, rehash: bool, report: IndexReport) -> _Job | str:
+        """Decide cheaply (stat, then content hash) whether ``path`` needs analysis."""
         cat = self.store.catalog
         try:
             st = os.stat(path)
@@ -152,17 +215,33 @@ class Indexer:
                 cat.update_location(moved.id, path=path, root=root, size=st.st_size, mtime=st.st_mtime)
                 report.unchanged += 1
                 return "moved"
-            result = analyze.analyze_file(
-                path, self.analyzers, music_analyzers=self.music_analyzers, segment_s=self.segment_s
-            )
-            self._store(root, path, st, digest, result)
-        except (decode.DecodeError, OSError) as exc:
-            return self._fail(path, str(exc) if isinstance(exc, decode.DecodeError) else f"cannot read: {exc}", report)
-        except MemoryError:
-            return self._fail(path, "out of memory while analysing", report)
-        except Exception as exc:  # a bug or a model error on one file must not stop the run
-            log.exception("analysis failed for %s", path)
-            return self._fail(path, f"analysis error: {type(exc).__name__}: {exc}", report)
+        except OSError as exc:
+            return self._fail(path, f"cannot read: {exc}", report)
+        return _Job(root, path, st, digest)
+
+    def _analyses(self, todo: list[_Job], jobs: int) -> Iterator[tuple[_Job, analyze.Analysis | str]]:
+        """(job, Analysis or failure reason) for each job, in this process or in a worker pool."""
+        if jobs <= 1 or len(todo) < 2 * jobs:
+            for job in todo:
+                yield job, _analyze_one(job.path, self.analyzers, self.music_analyzers, self.segment_s)
+            return
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")  # onnxruntime sessions must not cross a fork
+        ids = [(a.name, a.model_id) for a in [*self.analyzers, *self.music_analyzers]]
+        with ctx.Pool(jobs, initializer=_worker_init, initargs=(ids, len(self.analyzers), self.segment_s)) as pool:
+            results = pool.imap_unordered(_worker_analyze, [(i, job.path) for i, job in enumerate(todo)])
+            for i, result in results:
+                yield todo[i], result
+
+    def _finish(self, job: _Job, result: analyze.Analysis | str, report: IndexReport) -> str:
+        if isinstance(result, str):
+            return self._fail(job.path, result, report)
+        try:
+            self._store(job.root, job.path, job.st, job.digest, result)
+        except Exception as exc:  # a write error on one file must not stop the run
+            log.exception("storing failed for %s", job.path)
+            return self._fail(job.path, f"store error: {type(exc).__name__}: {exc}", report)
         report.indexed += 1
         report.audio_seconds += result.duration_s
         return "indexed"
