@@ -43,7 +43,9 @@ class Analysis:
     item_embeddings: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (dim,)
     frame_counts: dict[str, int] = field(default_factory=dict)
     item_means: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (n_labels,) mean over frames
+    item_counts: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (n_labels,) frames with p >= 0.5
     music: dict[str, Any] | None = None  # music descriptors (tempo, loudness, key...) when the file is music
+    passages: list[dict[str, Any]] | None = None  # transcript (set by ingest when the file holds speech)
 
 
 class _Streamer:
@@ -283,5 +285,6 @@ def pool_into(
             seg.embeddings[a.name] = _weighted_mean(out.embeddings[idx], levels[idx])
         means = out.scores.mean(axis=0)
         analysis.item_means[a.name] = means
+        analysis.item_counts[a.name] = (out.scores >= 0.5).sum(axis=0)
         analysis.item_scores[a.name] = means if getattr(a, "pooling", "max") == "mean" else out.scores.max(axis=0)
         analysis.item_embeddings[a.name] = _weighted_mean(out.embeddings, levels)

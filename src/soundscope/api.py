@@ -45,10 +45,15 @@ class Library:
         data_dir: str | os.PathLike[str] | None = None,
         analyzers: list[Analyzer] | None = None,
         music_analyzers: list[Analyzer] | None = None,
+        asr_model: str | None = None,
     ) -> None:
+        """``asr_model``: speech recogniser for spoken content: "tiny.en" (default, English), "base"
+        (multilingual), a CTranslate2 model folder, or "none"; also set by ``$SOUNDSCOPE_ASR_MODEL``."""
         self.store = Store(data_dir)
         self._analyzers = analyzers
         self._music_analyzers = music_analyzers
+        chosen = asr_model or os.environ.get("SOUNDSCOPE_ASR_MODEL") or "tiny.en"
+        self.asr_model = None if chosen.lower() == "none" else chosen
 
     @property
     def data_dir(self) -> Path:
@@ -82,7 +87,9 @@ class Library:
     ) -> IndexReport:
         """Index (or update) every audio file under ``paths`` with ``jobs`` worker processes;
         see :class:`soundscope.ingest.Indexer`."""
-        indexer = Indexer(self.store, self.analyzers, self.encoder, music_analyzers=self.music_analyzers)
+        indexer = Indexer(
+            self.store, self.analyzers, self.encoder, music_analyzers=self.music_analyzers, asr_model=self.asr_model
+        )
         return indexer.run(list(paths), rehash=rehash, progress=progress, jobs=jobs)
 
     def search(self, query: str, *, limit: int = 10, filters: Filters | None = None) -> list[Result]:
@@ -137,6 +144,7 @@ class Library:
             for space, mat in m.scores.items()
         }
         primary = next(iter(m.scores), None)
+        out["transcript"] = self.store.catalog.passages_of(item_id)
         out["segments"] = [
             {
                 "start": round(s, 2),
@@ -148,6 +156,12 @@ class Library:
             for _, s, e, sc, _ in (self.store.catalog.segments_of(item_id, primary) if primary else [])
         ]
         return out
+
+    def transcript(self, item_id: int) -> list[dict[str, Any]]:
+        """The stored transcript of one item: passages with start/end seconds, text, language, words."""
+        if self.store.catalog.item(item_id) is None:
+            raise KeyError(f"no item with id {item_id}")
+        return self.store.catalog.passages_of(item_id)
 
     def stats(self) -> dict[str, Any]:
         return {"data_dir": str(self.data_dir), **self.store.catalog.stats()}

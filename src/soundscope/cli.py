@@ -25,9 +25,9 @@ def _configure_threads() -> None:
 
 
 def _mmss(seconds: float) -> str:
-    m, s = divmod(round(seconds), 60)
-    h, m = divmod(m, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
+    from .describe import format_clock
+
+    return format_clock(seconds)
 
 
 class ProgressLine:
@@ -137,6 +137,17 @@ def cmd_show(lib, args) -> int:
     return EXIT_OK
 
 
+def cmd_transcript(lib, args) -> int:
+    passages = lib.transcript(args.id)
+    if args.json:
+        print(json.dumps(passages, ensure_ascii=False, indent=1))
+    elif not passages:
+        print("no transcript (no speech found, or indexed with --asr-model none)")
+    for p in [] if args.json else passages:
+        print(f"[{_mmss(p['start'])} - {_mmss(p['end'])}] {p['text']}")
+    return EXIT_OK
+
+
 def cmd_stats(lib, args) -> int:
     s = lib.stats()
     if args.json:
@@ -209,6 +220,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--data-dir", default=None, help="data directory (default: $SOUNDSCOPE_DATA_DIR or the user data dir)"
     )
     common.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+    common.add_argument(
+        "--asr-model",
+        default=None,
+        help="speech recogniser: tiny.en (default), base "
+        "(multilingual), a CTranslate2 folder, or none ($SOUNDSCOPE_ASR_MODEL)",
+    )
     filt = argparse.ArgumentParser(add_help=False)
     filt.add_argument("--limit", "-n", type=int, default=10)
     filt.add_argument("--min-duration", type=float, help="seconds")
@@ -236,6 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("show", parents=[common], help="everything stored about one item")
     s.add_argument("id", type=int)
     s.set_defaults(func=cmd_show)
+    s = sub.add_parser("transcript", parents=[common], help="a file's transcript with times")
+    s.add_argument("id", type=int)
+    s.set_defaults(func=cmd_transcript)
     s = sub.add_parser("stats", parents=[common], help="what the index holds")
     s.set_defaults(func=cmd_stats)
     s = sub.add_parser("failures", parents=[common], help="files that could not be indexed, with reasons")
@@ -248,7 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--esc10", default=None, help="ESC-10 folder (default: ../shared/data/esc10 if present)")
     s.add_argument("--out", help="also write the JSON report here")
     s.add_argument("--max-per-class", type=int, default=None, help="subsample ESC-10 for a quick run")
-    s.add_argument("--section", choices=["all", "esc10", "music"], default="all")
+    s.add_argument("--section", choices=["all", "esc10", "music", "speech"], default="all")
+    s.add_argument("--max-prompts", type=int, default=None, help="evaluate speech on an even subset of prompts")
+    s.add_argument("--jobs", "-j", type=int, default=2, help="indexing worker processes")
     s.set_defaults(func=cmd_eval)
     s = sub.add_parser("bench", parents=[common], help="indexing speed and query latency")
     s.add_argument("paths", nargs="*", help="audio folders (default: the bundled demo corpus)")
@@ -264,7 +286,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .api import Library
     from .store import IncompatibleIndexError
 
-    lib = Library(args.data_dir)
+    lib = Library(args.data_dir, asr_model=args.asr_model)
     try:
         return int(args.func(lib, args))
     except KeyboardInterrupt:

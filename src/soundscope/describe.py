@@ -69,6 +69,13 @@ def loudness_word(dbfs: float) -> str:
     return ""
 
 
+def format_clock(seconds: float) -> str:
+    """A moment as mm:ss (or h:mm:ss)."""
+    m, s = divmod(round(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
+
+
 def format_duration(seconds: float) -> str:
     if seconds < 60:
         return f"{seconds:.1f} s"

@@ -256,6 +256,16 @@ def main(args: argparse.Namespace) -> int:
     if args.section in ("all", "music") and reference is not None:
         result["music"] = run_music(esc10.parent, reference, base / "eval-music", progress=ProgressLine())
         tables.append(format_music(result["music"]))
+    if args.section in ("all", "speech") and (esc10.parent / "asterisk-en").exists():
+        result["speech"] = run_speech(
+            esc10.parent,
+            base / "eval-speech",
+            limit=args.max_prompts,
+            asr_model=args.asr_model,
+            jobs=args.jobs,
+            progress=ProgressLine(),
+        )
+        tables.append(format_speech(result["speech"]))
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=1, ensure_ascii=False))
     print(json.dumps(result, indent=1, ensure_ascii=False) if args.json else "\n\n".join(tables))
@@ -391,3 +401,163 @@ def run_music(shared_data: Path, reference: Path, work: Path, *, progress=None) 
         "tempo": tempo,
         "tag_agreement": eval_tag_agreement(reference),
     }
+
+
+# --- speech -----------------------------------------------------------------------------------------
+def _query_words(reference: str, seed: str, n: int = 3, *, df: dict[str, int] | None = None) -> list[str] | None:
+    """``n`` content words of a transcript, in sentence order; None for prompts under 4 words.
+
+    With ``df`` (word -> number of prompts containing it) the ``n`` rarest words are taken (what a
+    person who remembers the recording would type); without it, ``n`` words chosen at random (seeded).
+    """
+    import random
+
+    from . import textnorm, wer
+
+    words = wer.normalize(reference)
+    content = [w for w in dict.fromkeys(words) if len(w) > 2 and w not in textnorm.STOPWORDS]
+    if len(content) < 2 or len(words) < 4:
+        return None
+    if df is not None:
+        picked = sorted(sorted(range(len(content)), key=lambda i: (df.get(content[i], 0), i))[:n])
+        if n > len(words) - 1:
+            return None
+    else:
+        picked = sorted(random.Random(seed).sample(range(len(content)), min(n, len(content))))
+    return [content[i] for i in picked]
+
+
+def run_speech(
+    shared_data: Path,
+    work: Path,
+    *,
+    limit: int | None = None,
+    asr_model: str | None = None,
+    jobs: int = 1,
+    progress=None,
+) -> dict[str, Any]:
+    """WER of stored transcripts and spoken-content retrieval (R@1, R@5, MRR) on the Asterisk prompts,
+    plus WER on the LibriSpeech utterances. Prompts are indexed under neutral names."""
+    from . import wer
+    from .api import Library
+
+    prompts = wer.subset(wer.asterisk_items(shared_data / "asterisk-en"), limit)
+    libri = wer.librispeech_items(shared_data / "librispeech")
+    links = work / "audio"
+    links.mkdir(parents=True, exist_ok=True)
+    refs: dict[str, tuple[str, str]] = {}  # link path -> (set, reference)
+    for n, (_, src, text) in enumerate(prompts):
+        refs[str(_link(links / f"prompt_{n:04d}{src.suffix}", src))] = ("asterisk", text)
+    for n, (_, src, text) in enumerate(libri):
+        refs[str(_link(links / f"reading_{n:02d}{src.suffix}", src))] = ("librispeech", text)
+    with Library(work / "index", asr_model=asr_model) as lib:
+        t = time.perf_counter()
+        report = lib.index([str(links)], progress=progress, jobs=jobs)
+        index_s = time.perf_counter() - t
+        cat = lib.store.catalog
+        hyps = {p: " ".join(x["text"] for x in cat.passages_of(cat.item_by_path(p).id)) for p in refs}
+        out: dict[str, Any] = {
+            "asr_model": cat.models().get("transcript", {}).get("model_id"),
+            "index_seconds": round(index_s, 1),
+            "indexed": report.indexed + report.unchanged,
+            "failed": report.failed,
+            "audio_minutes": round(sum(r.duration_s for r in cat.items()) / 60, 2),
+        }
+        for name in ("asterisk", "librispeech"):
+            errors = words = 0
+            for p, (s, ref) in refs.items():
+                if s == name:
+                    r, h = wer.normalize(ref), wer.normalize(hyps[p])
+                    errors += wer.edit_distance(r, h)
+                    words += len(r)
+            out[f"wer_{name}"] = round(errors / max(words, 1), 4)
+            out[f"ref_words_{name}"] = words
+        out["retrieval"] = _spoken_retrieval(lib, {p: ref for p, (s, ref) in refs.items() if s == "asterisk"})
+    return out
+
+
+def _link(link: Path, src: Path) -> Path:
+    if not link.is_symlink() or os.readlink(link) != str(src.resolve()):
+        link.unlink(missing_ok=True)
+        link.symlink_to(src.resolve())
+    return link
+
+
+def _spoken_retrieval(lib, refs: dict[str, str]) -> dict[str, Any]:
+    """Each prompt (of 4+ words) queried by 3 of its own words: its 3 rarest ("distinctive", the
+    headline) and 3 at random. A hit is the prompt or one with the same transcript. ``ceiling`` is the
+    share of queries whose words occur together in no prompt with a different transcript."""
+    from . import wer
+
+    texts = {p: " ".join(wer.normalize(ref)) for p, ref in refs.items()}
+    vocab = {p: set(t.split()) for p, t in texts.items()}
+    df: dict[str, int] = {}
+    for words in {t: vocab[p] for p, t in texts.items()}.values():
+        for w in words:
+            df[w] = df.get(w, 0) + 1
+    out: dict[str, Any] = {}
+
+    def ambiguous(words: list[str], p: str) -> bool:
+        return any(set(words) <= vocab[o] and texts[o] != texts[p] for o in refs)
+
+    def identifying(ref: str, p: str) -> list[str] | None:
+        """The 3 rarest words, plus the next rarest (up to 5, never the whole sentence) until unique."""
+        words = None
+        for n in (3, 4, 5):
+            words = _query_words(ref, seed="", n=n, df=df) or words
+            if words is None or not ambiguous(words, p):
+                break
+        return words
+
+    for mode in ("identifying", "distinctive", "random"):
+        ranks, misses, latencies, answerable, unique_ranks = [], [], [], 0, []
+        for p, ref in sorted(refs.items()):
+            if mode == "identifying":
+                words = identifying(ref, p)
+            else:
+                words = _query_words(ref, seed=os.path.basename(p), df=df if mode == "distinctive" else None)
+            if words is None:
+                continue
+            unique = not ambiguous(words, p)
+            answerable += unique
+            t = time.perf_counter()
+            results = lib.search(" ".join(words), limit=10)
+            latencies.append(time.perf_counter() - t)
+            rank = next((i + 1 for i, r in enumerate(results) if texts.get(r.path) == texts[p]), None)
+            ranks.append(rank)
+            if unique:
+                unique_ranks.append(rank)
+            if rank != 1 and len(misses) < 8:
+                misses.append({"query": " ".join(words), "reference": ref, "rank": rank})
+        n = max(len(ranks), 1)
+        out[mode] = {
+            "queries": len(ranks),
+            "r_at_1": round(sum(r == 1 for r in ranks) / n, 4),
+            "r_at_5": round(sum(r is not None and r <= 5 for r in ranks) / n, 4),
+            "mrr": round(sum(1 / r for r in ranks if r) / n, 4),
+            "ceiling_r_at_1": round(answerable / n, 4),
+            "r_at_1_when_words_identify_the_prompt": round(
+                sum(r == 1 for r in unique_ranks) / max(len(unique_ranks), 1), 4
+            ),
+            "latency_ms_p50": round(float(np.median(latencies)) * 1000, 2) if latencies else 0.0,
+            "examples_missed": misses,
+        }
+    return out
+
+
+def format_speech(r: dict[str, Any]) -> str:
+    lines = [
+        f"speech ({r['indexed']} files, {r['audio_minutes']} min; ASR {r['asr_model']}; "
+        f"indexed in {r['index_seconds']} s)",
+        f"  WER: Asterisk prompts {r['wer_asterisk']:.3f} ({r['ref_words_asterisk']} words), "
+        f"LibriSpeech {r['wer_librispeech']:.3f} ({r['ref_words_librispeech']} words)",
+    ]
+    for mode, q in r["retrieval"].items():
+        what = "3-5 identifying" if mode == "identifying" else f"3 {mode}"
+        lines.append(
+            f"  spoken-content retrieval, {what} words ({q['queries']} queries): R@1 {q['r_at_1']:.3f} "
+            f"(ceiling {q['ceiling_r_at_1']:.3f}; {q['r_at_1_when_words_identify_the_prompt']:.3f} where the "
+            f"words identify the prompt), R@5 {q['r_at_5']:.3f}, MRR {q['mrr']:.3f}"
+        )
+    lines.append("  target: R@1 >= 0.90")
+    return "\n".join(lines)

@@ -26,6 +26,7 @@ from .types import Analyzer, Failure, IndexReport
 log = logging.getLogger(__name__)
 
 DESCRIPTION_SPACE = "description"
+TRANSCRIPT_SPACE = "transcript"
 
 
 @dataclass
@@ -89,12 +90,50 @@ class _Job:
     digest: str
 
 
+SPEECH_FRAMES = 2  # YAMNet frames (0.48 s hop) of confident speech (p >= 0.5) that make a file worth transcribing
+SPEECH_LABELS = ("Speech", "Narration, monologue", "Conversation", "Male speech, man speaking",
+                 "Female speech, woman speaking", "Child speech, kid speaking")  # fmt: skip
+
+
+def speech_frames(a: analyze.Analysis, analyzer: Analyzer) -> int:
+    """Frames in which any speech label is confident, a proxy for seconds of speech (x 0.48)."""
+    counts = a.item_counts.get(analyzer.name)
+    if counts is None:
+        return 0
+    return max((int(counts[analyzer.labels.index(n)]) for n in SPEECH_LABELS if n in analyzer.labels), default=0)
+
+
+def wants_transcript(a: analyze.Analysis, analyzer: Analyzer) -> bool:
+    """Speech somewhere (even a few seconds in an hour of silence), and not a piece of music."""
+    return a.music is None and speech_frames(a, analyzer) >= SPEECH_FRAMES
+
+
+def _passages(path: str, transcriber: Any) -> list[dict[str, Any]]:
+    """Transcript passages as plain dicts (times in seconds from the start of the file)."""
+    return [
+        {
+            "start": round(p.start, 3),
+            "end": round(p.end, 3),
+            "text": p.text.strip(),
+            "language": p.language,
+            "avg_logprob": float(p.avg_logprob),
+            "no_speech_prob": float(p.no_speech_prob),
+            "words": [[round(w.start, 2), round(w.end, 2), w.text] for w in (p.words or [])] or None,
+        }
+        for p in transcriber.transcribe_file(path)
+        if p.text.strip()
+    ]
+
+
 def _analyze_one(
-    path: str, analyzers: list[Analyzer], music: list[Analyzer], segment_s: float
+    path: str, analyzers: list[Analyzer], music: list[Analyzer], segment_s: float, transcriber: Any = None
 ) -> analyze.Analysis | str:
-    """Analyse one file; a failure comes back as its reason (a string), never as an exception."""
+    """Analyse one file (and transcribe it when it holds speech); a failure comes back as its reason."""
     try:
-        return analyze.analyze_file(path, analyzers, music_analyzers=music, segment_s=segment_s)
+        a = analyze.analyze_file(path, analyzers, music_analyzers=music, segment_s=segment_s)
+        if transcriber is not None and analyzers and wants_transcript(a, analyzers[0]):
+            a.passages = _passages(path, transcriber)
+        return a
     except decode.DecodeError as exc:
         return str(exc)
     except OSError as exc:
@@ -109,7 +148,7 @@ def _analyze_one(
 _WORKER: dict[str, Any] = {}
 
 
-def _worker_init(model_ids: list[tuple[str, str]], n_primary: int, segment_s: float) -> None:
+def _worker_init(model_ids: list[tuple[str, str]], n_primary: int, segment_s: float, asr: str | None) -> None:
     """Load the default models in a worker process and check they are the ones the parent uses."""
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = "1"
@@ -119,12 +158,17 @@ def _worker_init(model_ids: list[tuple[str, str]], n_primary: int, segment_s: fl
     chosen = [models.get(name) for name, _ in model_ids]
     if any(a is None or a.model_id != mid for a, (_, mid) in zip(chosen, model_ids, strict=True)):
         raise RuntimeError("worker processes can only run the default models; use jobs=1 for custom analyzers")
-    _WORKER.update(analyzers=chosen[:n_primary], music=chosen[n_primary:], segment_s=segment_s)
+    transcriber = None
+    if asr:
+        from .transcribe import load_transcriber
+
+        transcriber = load_transcriber(asr)
+    _WORKER.update(analyzers=chosen[:n_primary], music=chosen[n_primary:], segment_s=segment_s, asr=transcriber)
 
 
 def _worker_analyze(task: tuple[int, str]) -> tuple[int, analyze.Analysis | str]:
     i, path = task
-    return i, _analyze_one(path, _WORKER["analyzers"], _WORKER["music"], _WORKER["segment_s"])
+    return i, _analyze_one(path, _WORKER["analyzers"], _WORKER["music"], _WORKER["segment_s"], _WORKER["asr"])
 
 
 class Indexer:
@@ -137,9 +181,24 @@ class Indexer:
         text_encoder: TextEncoder,
         *,
         music_analyzers: list[Analyzer] | None = None,
+        asr_model: str | None = None,
         segment_s: float = analyze.SEGMENT_S,
     ) -> None:
+        """``asr_model`` names the speech recogniser ("tiny.en", "base", a model folder) or None for none."""
         self.store = store
+        self.asr_model = asr_model
+        self.transcriber = None
+        if asr_model:
+            from .transcribe import load_transcriber
+
+            self.transcriber = load_transcriber(asr_model)
+            store.catalog.register_model(
+                TRANSCRIPT_SPACE,
+                self.transcriber.model_id,
+                {"vad": "silero-vad 6.2.3", "text_encoder": text_encoder.model_id},
+                0,
+                [],
+            )
         self.analyzers = analyzers
         self.music_analyzers = music_analyzers or []
         self.text = text_encoder
@@ -223,13 +282,18 @@ class Indexer:
         """(job, Analysis or failure reason) for each job, in this process or in a worker pool."""
         if jobs <= 1 or len(todo) < 2 * jobs:
             for job in todo:
-                yield job, _analyze_one(job.path, self.analyzers, self.music_analyzers, self.segment_s)
+                yield (
+                    job,
+                    _analyze_one(job.path, self.analyzers, self.music_analyzers, self.segment_s, self.transcriber),
+                )
             return
         import multiprocessing as mp
 
         ctx = mp.get_context("spawn")  # onnxruntime sessions must not cross a fork
         ids = [(a.name, a.model_id) for a in [*self.analyzers, *self.music_analyzers]]
-        with ctx.Pool(jobs, initializer=_worker_init, initargs=(ids, len(self.analyzers), self.segment_s)) as pool:
+        with ctx.Pool(
+            jobs, initializer=_worker_init, initargs=(ids, len(self.analyzers), self.segment_s, self.asr_model)
+        ) as pool:
             results = pool.imap_unordered(_worker_analyze, [(i, job.path) for i, job in enumerate(todo)])
             for i, result in results:
                 yield todo[i], result
@@ -291,7 +355,11 @@ class Indexer:
         ]
         item_data = [SegmentData(name, a.item_scores[name], a.item_embeddings[name]) for name in a.item_scores]
         item_data.append(SegmentData(DESCRIPTION_SPACE, None, self.text.encode([text])[0]))
-        self.store.catalog.put_item(item, segments, item_data)
+        passages = a.passages or []
+        if passages:
+            vecs = self.text.encode([p["text"] for p in passages])
+            passages = [{**p, "embedding": v} for p, v in zip(passages, vecs, strict=True)]
+        self.store.catalog.put_item(item, segments, item_data, passages)
 
     def _drop_missing(self, roots: list[str], seen: set[str]) -> int:
         cat = self.store.catalog

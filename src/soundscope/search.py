@@ -15,6 +15,7 @@ vector index and keeps each file's best segment.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -28,7 +29,21 @@ from .text import TextEncoder
 from .types import Analyzer, Result
 
 RRF_K = 60.0
-RANKER_WEIGHTS = {"labels": 1.0, "description": 0.35, "keyword": 0.5, "descriptors": 1.0}
+RANKER_WEIGHTS = {
+    "labels": 1.0,
+    "description": 0.35,
+    "keyword": 0.5,
+    "descriptors": 1.0,
+    "transcript": 1.5,
+    "transcript_meaning": 0.6,
+}
+SPARSE_RANKERS = {"keyword", "descriptors", "transcript", "transcript_meaning"}  # rank only items with evidence
+# A weighted label probability below 0.001 is no evidence: rank no one on it.
+MIN_EVIDENCE = {"labels": 0.001}
+RELATIVE_EVIDENCE: dict[str, float] = {}  # ranker -> share of its best score below which it is no evidence
+COORDINATION_TOP = 300  # items (by best passage BM25) whose whole transcript is checked word by word
+COORDINATION_STEP = 100.0  # each query word found in an item's transcript outweighs any BM25 difference
+MEANING_MIN = 0.35  # passage-query cosine below which a passage is not evidence
 
 # Words about tempo and loudness, answered from measured descriptors (BPM, LUFS), not only from tags.
 DESCRIPTOR_WORDS = {
@@ -38,6 +53,36 @@ DESCRIPTOR_WORDS = {
     "loud": "loud noisy powerful 吵 响亮 大声 吵闹",
 }
 _DESCRIPTOR_INDEX = {w: key for key, words in DESCRIPTOR_WORDS.items() for w in words.split()}
+
+
+def tied_ranks(sorted_scores: np.ndarray, *, rel_tol: float = 1e-3) -> np.ndarray:
+    """0-based competition ranks of descending scores; scores within ``rel_tol`` of the best score's
+    scale share a rank, so near-identical evidence (e.g. every speech clip's "Speech" probability)
+    adds no arbitrary order to the fusion."""
+    if sorted_scores.size == 0:
+        return np.zeros(0, np.int64)
+    scale = max(float(np.abs(sorted_scores).max()), 1e-12)
+    keys = np.round(sorted_scores / (scale * rel_tol))
+    new_group = np.concatenate([[True], keys[1:] != keys[:-1]])
+    firsts = np.flatnonzero(new_group)
+    return firsts[np.cumsum(new_group) - 1]
+
+
+def mark_words(text: str, query: str, *, width: int = 160) -> str:
+    """``text`` with the query's words wrapped in «», cut to about ``width`` characters around the first."""
+    wanted = {w for w in textnorm.segment(query) if w not in textnorm.STOPWORDS}
+    pieces = re.split(r"(\w+)", text)
+    marked = [f"«{p}»" if p and textnorm.index_text(p) in wanted else p for p in pieces]
+    out = "".join(marked)
+    if textnorm.has_cjk(text):
+        for w in sorted(wanted, key=len, reverse=True):
+            if textnorm.has_cjk(w):
+                out = out.replace(w, f"«{w}»")
+    first = out.find("«")
+    if len(out) > width:
+        lo = max(0, first - width // 3) if first >= 0 else 0
+        out = ("…" if lo else "") + out[lo : lo + width] + "…"
+    return out
 
 
 def descriptor_terms(query: str) -> set[str]:
@@ -121,6 +166,7 @@ class Searcher:
         self.label_top_k = label_top_k
         self.temperature = temperature
         self._m: _Matrices | None = None
+        self._passages: tuple[int, np.ndarray, np.ndarray, np.ndarray] | None = None
 
     # -- cached state ---------------------------------------------------------------------------
     def _spaces(self) -> dict[str, dict[str, Any]]:
@@ -202,16 +248,109 @@ class Searcher:
             raw["descriptors"] = descriptor_scores(m, wanted)
         raw["description"] = m.desc @ q if m.desc is not None else np.zeros_like(label_score)
         raw["keyword"] = self._keyword_scores(m, query)
+        spoken: dict[int, dict[str, Any]] = {}
+        raw["transcript"] = self._transcript_keyword(m, query, spoken)
+        raw["transcript_meaning"] = self._transcript_meaning(m, q, spoken)
+        weights = dict(RANKER_WEIGHTS)
+        strength = self._label_strength(query)
+        weights["labels"] *= strength
+        weights["transcript"] *= 1.0 + 3.0 * (1.0 - strength)  # a query no sound label fits is about words
         for name, score in raw.items():
-            cand = np.flatnonzero(mask & (score > 0) if name in ("keyword", "descriptors") else mask)
+            floor = MIN_EVIDENCE.get(name)
+            if name in RELATIVE_EVIDENCE and score.size:
+                floor = max(floor or 0.0, RELATIVE_EVIDENCE[name] * float(score[mask].max(initial=0.0)))
+            cand = np.flatnonzero(
+                mask & (score > 0) if name in SPARSE_RANKERS else mask if floor is None else mask & (score >= floor)
+            )
             rankings[name] = cand[np.argsort(-score[cand], kind="stable")]
         fused = np.zeros(m.ids.shape[0], np.float64)
         ranks: dict[str, dict[int, int]] = {}
         for name, order in rankings.items():
-            ranks[name] = {int(i): r for r, i in enumerate(order)}
-            fused[order] += RANKER_WEIGHTS[name] / (RRF_K + np.arange(1, order.shape[0] + 1))
+            r = tied_ranks(raw[name][order])
+            ranks[name] = {int(i): int(k) for i, k in zip(order, r, strict=True)}
+            k = RRF_K * strength if name == "transcript" else RRF_K  # sharper when the query is about words
+            fused[order] += weights[name] / (k + 1 + r)
         best = [i for i in np.argsort(-fused, kind="stable") if mask[i] and fused[i] > 0][:limit]
-        return [self._text_result(m, int(i), float(fused[i]), matches, raw, ranks) for i in best]
+        return [self._text_result(m, int(i), float(fused[i]), matches, raw, ranks, spoken, query) for i in best]
+
+    def _label_strength(self, query: str) -> float:
+        """How much the query is about a sound at all: 1 when it matches some label well (cosine >= 0.5),
+        down to 0.25 when it matches none (e.g. a phrase someone said), so spoken evidence can lead."""
+        q = self.encoder.encode([query])[0]
+        best = max(
+            (
+                float((_label_embeddings(self.encoder, tuple(info["labels"])) @ q).max())
+                for info in self._spaces().values()
+            ),
+            default=0.0,
+        )
+        return float(np.clip((best - 0.2) / 0.3, 0.25, 1.0))
+
+    def _passage_matrix(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        gen = self.store.catalog.generation("passages")
+        if self._passages is None or self._passages[0] != gen:
+            self._passages = (gen, *self.store.catalog.passage_matrix())
+        return self._passages[1:]
+
+    def _transcript_keyword(self, m: _Matrices, query: str, spoken: dict[int, dict[str, Any]]) -> np.ndarray:
+        """Coordination-level match of the query words over each item's whole transcript, then BM25 of
+        its best passage: an item whose transcript holds every query word (in any of its passages)
+        outranks one holding some. Fills ``spoken`` with each item's best passage."""
+        out = np.zeros(m.ids.shape[0], np.float32)
+        expr = textnorm.fts_query(query)
+        terms = textnorm.query_terms(query)
+        hits = self.store.catalog.fts_passages(expr, limit=2000) if expr else []
+        if not hits:
+            return out
+        info = self.store.catalog.passages([pid for pid, _ in hits])
+        best: dict[int, tuple[float, dict[str, Any]]] = {}
+        for pid, score in hits:  # best first
+            p = info.get(pid)
+            if p is None:
+                continue
+            pos = int(np.searchsorted(m.ids, p["item_id"]))
+            if pos < m.ids.shape[0] and m.ids[pos] == p["item_id"] and pos not in best:
+                best[pos] = (score, p)
+        for rank, (pos, (score, p)) in enumerate(best.items()):
+            if rank >= COORDINATION_TOP:  # bounded work: beyond the best items, BM25 alone orders them
+                out[pos] = score
+                spoken[pos] = {**p, "how": "words"}
+                continue
+            passages = self.store.catalog.passages_of(int(m.ids[pos]))
+            tokens = [set(textnorm.index_text(x["text"]).split()) for x in passages]
+            everything = set().union(*tokens) if tokens else set()
+            matched = sum(any(set(alt.split()) <= everything for alt in term) for term in terms)
+            out[pos] = matched * COORDINATION_STEP + score
+            own = [sum(any(set(alt.split()) <= t for alt in term) for term in terms) for t in tokens]
+            shown = passages[int(np.argmax(own))] if own and max(own) > 0 else p  # the passage saying most of it
+            spoken[pos] = {
+                "item_id": int(m.ids[pos]),
+                "start": shown["start"],
+                "end": shown["end"],
+                "text": shown["text"],
+                "how": "words",
+            }
+        return out
+
+    def _transcript_meaning(self, m: _Matrices, q: np.ndarray, spoken: dict[int, dict[str, Any]]) -> np.ndarray:
+        """Best cosine between the query and any passage of each item, kept when >= 0.35."""
+        out = np.zeros(m.ids.shape[0], np.float32)
+        pids, items, vecs = self._passage_matrix()
+        if pids.size == 0:
+            return out
+        sims = vecs @ q
+        order = np.argsort(-sims)
+        order = order[sims[order] >= MEANING_MIN][:1000]
+        best_pid: dict[int, int] = {}
+        for j in order:
+            pos = int(np.searchsorted(m.ids, items[j]))
+            if pos < m.ids.shape[0] and m.ids[pos] == items[j] and out[pos] == 0:
+                out[pos] = sims[j]
+                best_pid[pos] = int(pids[j])
+        info = self.store.catalog.passages(best_pid.values())
+        for pos, pid in best_pid.items():
+            spoken.setdefault(pos, {**info[pid], "how": "meaning"})
+        return out
 
     def _keyword_scores(self, m: _Matrices, query: str) -> np.ndarray:
         out = np.zeros(m.ids.shape[0], np.float32)
@@ -268,30 +407,49 @@ class Searcher:
         matches: list[LabelMatch],
         raw: dict[str, np.ndarray],
         ranks: dict[str, dict[int, int]],
+        spoken: dict[int, dict[str, Any]],
+        query: str,
     ) -> Result:
         row = self.store.catalog.item(int(m.ids[i]))
         assert row is not None
         why: list[str] = []
+        kinds: list[str] = []
         contributions = sorted(
             (
-                (float(m.scores[lm.space][i, j] * w), lm.names[k], float(m.scores[lm.space][i, j]))
+                (float(m.scores[lm.space][i, j] * w), lm.names[k], float(m.scores[lm.space][i, j]), lm.space)
                 for lm in matches
-                for k, (j, w) in enumerate(zip(lm.indices, lm.weights, strict=False))
+                for k, (j, w) in enumerate(zip(lm.indices, lm.weights, strict=True))
             ),
             reverse=True,
         )
-        strong = [f"{name} {p:.2f}" for c, name, p in contributions[:3] if p >= 0.05 and c > 0.005]
+        strong = [(name, p, space) for c, name, p, space in contributions[:3] if p >= 0.05 and c > 0.005]
         if strong and ranks["labels"].get(i, 1 << 30) < 50:
-            why.append("sounds like: " + ", ".join(strong))
+            why.append("sounds like: " + ", ".join(f"{name} {p:.2f}" for name, p, _ in strong))
+            kinds.append("music" if all(space.startswith("musicnn") for _, _, space in strong) else "sound")
+        passage = spoken.get(i)
+        if passage:
+            said = mark_words(passage["text"], query)
+            how = "says" if passage["how"] == "words" else "talks about it"
+            why.append(f"{how} at {describe.format_clock(passage['start'])}: “{said}”")
+            kinds.append("speech")
         if ranks["description"].get(i, 1 << 30) < 10:
             why.append(f"description matches ({raw['description'][i]:.2f}): {row.description}")
         if "descriptors" in raw and raw["descriptors"][i] > 0:
             why.append(f"measured {m.tempo[i]:.0f} BPM, {m.lufs[i]:.0f} LUFS (fit {raw['descriptors'][i]:.2f})")
+            kinds.append("music")
         if raw["keyword"][i] > 0:
             why.append("keywords match name/tags/description")
-        start, end = self._best_segment(row.id, matches)
-        if row.duration_s > analyze.SEGMENT_S * 1.5:
-            why.append(f"best moment {describe.format_duration(start) if start >= 60 else f'{start:.0f} s'}")
+            kinds.append("text")
+        spoken_leads = passage is not None and (
+            ranks["transcript"].get(i, 1 << 30) <= ranks["labels"].get(i, 1 << 30)
+            or ranks["transcript_meaning"].get(i, 1 << 30) < ranks["labels"].get(i, 1 << 30)
+        )
+        if spoken_leads:
+            start, end = float(passage["start"]), float(passage["end"])
+        else:
+            start, end = self._best_segment(row.id, matches)
+            if row.duration_s > analyze.SEGMENT_S * 1.5:
+                why.append(f"best moment {describe.format_clock(start)}")
         primary = next(iter(m.scores), None)
         labels = describe.top_labels(m.scores[primary][i], self._spaces()[primary]["labels"], k=5) if primary else []
         evidence = {name: float(raw[name][i]) for name in raw}
@@ -306,6 +464,7 @@ class Searcher:
             row.duration_s,
             labels,
             evidence,
+            list(dict.fromkeys(kinds)) or ["text"],
         )
 
     # -- query by example -----------------------------------------------------------------------
@@ -351,6 +510,18 @@ class Searcher:
             if row.duration_s > analyze.SEGMENT_S * 1.5:
                 why.append(f"closest moment {start:.0f}-{end:.0f} s")
             out.append(
-                Result(row.id, row.path, sim, start, end, why, row.description, row.duration_s, labels, {"cosine": sim})
+                Result(
+                    row.id,
+                    row.path,
+                    sim,
+                    start,
+                    end,
+                    why,
+                    row.description,
+                    row.duration_s,
+                    labels,
+                    {"cosine": sim},
+                    ["music" if space.startswith("musicnn") else "sound"],
+                )
             )
         return out

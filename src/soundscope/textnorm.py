@@ -13,6 +13,7 @@ from functools import lru_cache
 
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _WORD = re.compile(r"[^\W_]+")
+_APOSTROPHE = re.compile(r"(\w)['\u2019](\w)")
 
 
 def has_cjk(text: str) -> bool:
@@ -32,29 +33,100 @@ def _jieba():
 
 def segment(text: str) -> list[str]:
     """Words of ``text``: jieba for runs of Chinese, unicode word characters otherwise."""
-    text = unicodedata.normalize("NFKC", text).lower()
+    text = _APOSTROPHE.sub(r"\1\2", unicodedata.normalize("NFKC", text).lower())  # that's -> thats
     if not has_cjk(text):
         return _WORD.findall(text)
     return [w for w in _jieba().lcut(text) if _WORD.fullmatch(w)]
 
 
+def _with_number_words(words: list[str]) -> list[str]:
+    """Each run of digits is followed by its English words ("8" -> "8 eight"), so either form matches."""
+    out: list[str] = []
+    for w in words:
+        out.append(w)
+        if w.isdigit() and len(w) <= 12:
+            from .wer import number_words
+
+            out.extend(number_words(int(w)).split())
+    return out
+
+
 def index_text(text: str) -> str:
     """The space-separated form of ``text`` stored in (and matched against) the FTS index."""
-    return " ".join(segment(text))
+    return " ".join(_with_number_words(segment(text)))
+
+
+def query_terms(text: str) -> list[list[str]]:
+    """The query's searchable terms, each a list of alternative index tokens (a number: digits or words)."""
+    words = [w for w in segment(text) if (len(w) > 1 or has_cjk(w) or w.isdigit()) and w not in STOPWORDS]
+    terms = []
+    for w in dict.fromkeys(words):
+        if w.isdigit() and len(w) <= 12:
+            from .wer import number_words
+
+            terms.append([w, number_words(int(w))])
+        else:
+            terms.append([w])
+    return terms
+
+
+def _quote(phrase: str) -> str:
+    return '"' + phrase.replace('"', '""') + '"'
 
 
 def fts_query(text: str, *, mode: str = "or") -> str:
-    """An FTS5 MATCH expression for free text: each word quoted (no operators leak), joined by OR/AND."""
-    words = [w for w in segment(text) if len(w) > 1 or has_cjk(w) or w.isdigit()]
-    words = [w for w in dict.fromkeys(words) if w not in STOPWORDS]
-    if not words:
-        return ""
-    joiner = " OR " if mode == "or" else " AND "
-    return joiner.join('"' + w.replace('"', '""') + '"' for w in words)
+    """An FTS5 MATCH expression for free text: each word quoted (no operators leak), joined by OR
+    (any word) or AND (every word). A number matches as digits or as words: ("8" OR "eight")."""
+    words = [w for w in segment(text) if (len(w) > 1 or has_cjk(w) or w.isdigit()) and w not in STOPWORDS]
+    groups = []
+    for w in dict.fromkeys(words):
+        if w.isdigit() and len(w) <= 12:
+            from .wer import number_words
+
+            groups.append(f"({_quote(w)} OR {_quote(number_words(int(w)))})")
+        else:
+            groups.append(_quote(w))
+    return (" OR " if mode == "or" else " AND ").join(groups)
 
 
 STOPWORDS = frozenset(
     [
+        "there",
+        "would",
+        "could",
+        "should",
+        "will",
+        "shall",
+        "have",
+        "has",
+        "had",
+        "do",
+        "does",
+        "did",
+        "not",
+        "but",
+        "if",
+        "then",
+        "so",
+        "than",
+        "too",
+        "very",
+        "can",
+        "just",
+        "about",
+        "into",
+        "over",
+        "up",
+        "out",
+        "part",
+        "talk",
+        "talks",
+        "talking",
+        "say",
+        "says",
+        "said",
+        "someone",
+        "somebody",
         "a",
         "an",
         "the",

@@ -136,6 +136,7 @@ class Result:
     duration_s: float = 0.0
     labels: list[tuple[str, float]] = field(default_factory=list)
     evidence: dict[str, float] = field(default_factory=dict)  # per-ranker raw scores
+    kinds: list[str] = field(default_factory=list)  # which evidence matched: sound, music, speech, text
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -149,4 +150,5 @@ class Result:
             "duration_s": round(float(self.duration_s), 3),
             "labels": [[name, round(float(p), 4)] for name, p in self.labels],
             "evidence": {k: round(float(v), 6) for k, v in self.evidence.items()},
+            "matched": self.kinds,
         }

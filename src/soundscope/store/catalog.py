@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 MIGRATIONS: dict[int, str] = {
     1: """
@@ -77,6 +77,22 @@ MIGRATIONS: dict[int, str] = {
         at REAL NOT NULL
     );
     CREATE VIRTUAL TABLE items_fts USING fts5(name, tags, description, tokenize='unicode61 remove_diacritics 2');
+    """,
+    2: """
+    CREATE TABLE passages(
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        item_id INTEGER NOT NULL REFERENCES items(id) ON DELETE CASCADE,
+        start REAL NOT NULL,
+        end REAL NOT NULL,
+        text TEXT NOT NULL,
+        language TEXT NOT NULL DEFAULT '',
+        avg_logprob REAL NOT NULL DEFAULT 0,
+        no_speech_prob REAL NOT NULL DEFAULT 0,
+        words TEXT,                      -- JSON [[start, end, word], ...] or NULL
+        embedding BLOB                   -- text-encoder vector of the passage (float16)
+    );
+    CREATE INDEX passages_item ON passages(item_id);
+    CREATE VIRTUAL TABLE passages_fts USING fts5(text, tokenize='unicode61 remove_diacritics 2');
     """,
 }
 
@@ -279,6 +295,7 @@ class Catalog:
         item: dict[str, Any],
         segments: list[tuple[float, float, list[SegmentData]]],
         item_data: list[SegmentData],
+        passages: list[dict[str, Any]] | None = None,
     ) -> tuple[int, list[int]]:
         """Insert or replace one analysed file with its segments, in one transaction.
 
@@ -314,6 +331,12 @@ class Catalog:
                 )
                 spaces.add(d.space)
             self._index_text(item_id, item["path"], item.get("tags", {}), item.get("description", ""))
+            texts = [p["text"] for p in passages or []]
+            for k, p in enumerate(passages or []):
+                context = " ".join(texts[max(0, k - 1) : k + 2])  # a sentence split across passages still matches
+                self._put_passage(item_id, p, context)
+            if passages:
+                self.set_meta("generation:passages", str(self.generation("passages") + 1))
             self.conn.execute("DELETE FROM failures WHERE path=?", (item["path"],))
             for space in spaces:
                 self.bump_generation(space)
@@ -328,6 +351,86 @@ class Catalog:
             "INSERT INTO items_fts(rowid, name, tags, description) VALUES(?,?,?,?)",
             (item_id, index_text(name_words(path)), index_text(tag_text), index_text(description)),
         )
+
+    def _put_passage(self, item_id: int, p: dict[str, Any], context: str) -> None:
+        """Store one passage; its FTS row holds ``context`` (the passage with its neighbours)."""
+        from ..textnorm import index_text
+
+        words = json.dumps(p["words"], ensure_ascii=False) if p.get("words") else None
+        pid = self.conn.execute(
+            "INSERT INTO passages(item_id, start, end, text, language, avg_logprob, no_speech_prob, words, embedding)"
+            " VALUES(?,?,?,?,?,?,?,?,?)",
+            (
+                item_id,
+                p["start"],
+                p["end"],
+                p["text"],
+                p.get("language", ""),
+                p.get("avg_logprob", 0.0),
+                p.get("no_speech_prob", 0.0),
+                words,
+                to_blob(p.get("embedding")),
+            ),
+        ).lastrowid
+        self.conn.execute("INSERT INTO passages_fts(rowid, text) VALUES(?, ?)", (pid, index_text(context)))
+
+    def passages_of(self, item_id: int) -> list[dict[str, Any]]:
+        """The transcript of one item: passages in time order."""
+        rows = self.conn.execute(
+            "SELECT id, start, end, text, language, avg_logprob, no_speech_prob, words FROM passages "
+            "WHERE item_id=? ORDER BY start",
+            (item_id,),
+        )
+        return [
+            {
+                "id": r[0],
+                "start": r[1],
+                "end": r[2],
+                "text": r[3],
+                "language": r[4],
+                "avg_logprob": r[5],
+                "no_speech_prob": r[6],
+                "words": json.loads(r[7]) if r[7] else None,
+            }
+            for r in rows
+        ]
+
+    def passages(self, ids: Iterable[int]) -> dict[int, dict[str, Any]]:
+        """passage id -> {item_id, start, end, text} for the given ids."""
+        ids = list(ids)
+        out: dict[int, dict[str, Any]] = {}
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            q = f"SELECT id, item_id, start, end, text FROM passages WHERE id IN ({','.join('?' * len(chunk))})"
+            out.update(
+                {r[0]: {"item_id": r[1], "start": r[2], "end": r[3], "text": r[4]} for r in self.conn.execute(q, chunk)}
+            )
+        return out
+
+    def passage_matrix(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(passage ids (n,), item ids (n,), embeddings (n, d)) of every embedded passage."""
+        pids, items, vecs = [], [], []
+        for pid, item_id, blob in self.conn.execute(
+            "SELECT id, item_id, embedding FROM passages WHERE embedding IS NOT NULL ORDER BY id"
+        ):
+            pids.append(pid)
+            items.append(item_id)
+            vecs.append(from_blob(blob))
+        if not pids:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
+        return np.asarray(pids, np.int64), np.asarray(items, np.int64), np.stack(vecs)
+
+    def fts_passages(self, match: str, limit: int) -> list[tuple[int, float]]:
+        """(passage id, bm25 score, higher is better) for an FTS5 MATCH expression over transcripts."""
+        try:
+            rows = self.conn.execute(
+                "SELECT rowid, -bm25(passages_fts) FROM passages_fts WHERE passages_fts MATCH ? "
+                "ORDER BY bm25(passages_fts) LIMIT ?",
+                (match, limit),
+            ).fetchall()
+        except sqlite3.OperationalError:
+            return []
+        return [(int(r[0]), float(r[1])) for r in rows]
 
     def update_location(self, item_id: int, *, path: str, root: str, size: int, mtime: float) -> None:
         """Record that an unchanged item moved or was touched (no re-analysis)."""
@@ -350,7 +453,12 @@ class Catalog:
             )
         ]
         self.conn.execute("DELETE FROM items_fts WHERE rowid=?", (item_id,))
-        self.conn.execute("DELETE FROM items WHERE id=?", (item_id,))  # cascades to segments and data
+        pids = [r[0] for r in self.conn.execute("SELECT id FROM passages WHERE item_id=?", (item_id,))]
+        for pid in pids:
+            self.conn.execute("DELETE FROM passages_fts WHERE rowid=?", (pid,))
+        if pids:
+            self.set_meta("generation:passages", str(self.generation("passages") + 1))
+        self.conn.execute("DELETE FROM items WHERE id=?", (item_id,))  # cascades to segments, data, passages
         for space in spaces:
             self.bump_generation(space)
         self.set_meta("generation:items", str(self.generation("items") + 1))
@@ -470,6 +578,8 @@ class Catalog:
             ),
             "kinds": kinds,
             "failures": int(c.execute("SELECT count(*) FROM failures").fetchone()[0]),
+            "transcribed_items": int(c.execute("SELECT count(DISTINCT item_id) FROM passages").fetchone()[0]),
+            "passages": int(c.execute("SELECT count(*) FROM passages").fetchone()[0]),
             "schema_version": self.schema_version,
             "models": {k: v["model_id"] for k, v in self.models().items()},
             "roots": [r[0] for r in c.execute("SELECT DISTINCT root FROM items ORDER BY root")],
