@@ -266,6 +266,9 @@ def main(args: argparse.Namespace) -> int:
             progress=ProgressLine(),
         )
         tables.append(format_speech(result["speech"]))
+    if args.section == "long":  # not part of "all": it builds and indexes an hour of audio
+        result["long"] = run_long(esc10.parent, base / "eval-long", minutes=args.minutes)
+        tables.append(format_long(result["long"]))
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=1, ensure_ascii=False))
     print(json.dumps(result, indent=1, ensure_ascii=False) if args.json else "\n\n".join(tables))
@@ -561,3 +564,104 @@ def format_speech(r: dict[str, Any]) -> str:
         )
     lines.append("  target: R@1 >= 0.90")
     return "\n".join(lines)
+
+
+# --- long recording ---------------------------------------------------------------------------------
+def build_long_recording(shared_data: Path, path: Path, *, minutes: float = 60.0, seed: int = 0) -> list[dict]:
+    """Write a ``minutes``-long 16 kHz WAV of Asterisk prompts placed at random times over quiet noise;
+    returns where each prompt starts. Written block by block (bounded memory here too)."""
+    import random
+    import wave
+
+    from . import decode, wer
+
+    rng = random.Random(seed)
+    items = [it for it in wer.asterisk_items(shared_data / "asterisk-en") if len(it[2].split()) >= 6]
+    rng.shuffle(items)
+    sr, total = 16000, int(minutes * 60 * 16000)
+    placed, t = [], 5.0
+    clips: list[tuple[int, np.ndarray]] = []
+    for name, src, text in items:
+        y = decode.load(src)
+        if int(t * sr) + y.shape[0] >= total - sr:
+            break
+        placed.append({"name": name, "start": round(t, 2), "text": text})
+        clips.append((int(t * sr), y))
+        t += y.shape[0] / sr + rng.uniform(20.0, 60.0)
+    noise = np.random.default_rng(seed)
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(sr)
+        block = 60 * sr
+        for b0 in range(0, total, block):
+            buf = noise.normal(0, 0.003, min(block, total - b0)).astype(np.float32)
+            for at, y in clips:
+                lo, hi = max(at, b0), min(at + y.shape[0], b0 + buf.shape[0])
+                if lo < hi:
+                    buf[lo - b0 : hi - b0] += y[lo - at : hi - at]
+            w.writeframes((np.clip(buf, -1, 1) * 32767).astype("<i2").tobytes())
+    return placed
+
+
+def run_long(shared_data: Path, work: Path, *, minutes: float = 60.0) -> dict[str, Any]:
+    """Index an hour-long recording in a child process (peak memory measured there) and check that
+    searching each placed prompt's words lands within the minute where it was said."""
+    import subprocess
+    import sys
+
+    from .api import Library
+
+    work.mkdir(parents=True, exist_ok=True)
+    audio = work / "long.wav"
+    placed = build_long_recording(shared_data, audio, minutes=minutes)
+    code = (
+        "import json, resource, sys, time; from soundscope.api import Library\n"
+        f"lib = Library({str(work / 'index')!r}); t = time.perf_counter()\n"
+        f"r = lib.index([{str(audio)!r}])\n"
+        "print(json.dumps({'seconds': time.perf_counter() - t, 'indexed': r.indexed, 'failed': r.failed,"
+        " 'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    child = json.loads(out.stdout.strip().splitlines()[-1])
+    hits = []
+    with Library(work / "index") as lib:
+        item = lib.store.catalog.item_by_path(str(audio.resolve()))
+        n_passages = len(lib.store.catalog.passages_of(item.id)) if item else 0
+        for p in placed:
+            words = _query_words(p["text"], seed=p["name"], n=4)
+            if not words:
+                continue
+            res = lib.search(" ".join(words), limit=1)
+            start = res[0].start if res else -1.0
+            hits.append(
+                {
+                    "query": " ".join(words),
+                    "placed": p["start"],
+                    "found": start,
+                    "same_minute": int(start // 60) == int(p["start"] // 60),
+                    "within_5s": abs(start - p["start"]) <= 5.0,
+                }
+            )
+    audio.unlink(missing_ok=True)
+    return {
+        "minutes": minutes,
+        "prompts_placed": len(placed),
+        "passages": n_passages,
+        "index_seconds": round(child["seconds"], 1),
+        "x_realtime": round(minutes * 60 / child["seconds"], 1),
+        "peak_rss_mb": round(child["peak_rss_mb"], 1),
+        "queries": len(hits),
+        "right_minute": round(float(np.mean([h["same_minute"] for h in hits])), 4) if hits else 0.0,
+        "within_5s": round(float(np.mean([h["within_5s"] for h in hits])), 4) if hits else 0.0,
+        "examples_missed": [h for h in hits if not h["same_minute"]][:5],
+    }
+
+
+def format_long(r: dict[str, Any]) -> str:
+    return (
+        f"long recording ({r['minutes']:.0f} min, {r['prompts_placed']} prompts placed, {r['passages']} passages): "
+        f"indexed in {r['index_seconds']} s ({r['x_realtime']}x real time), peak RSS {r['peak_rss_mb']} MB; "
+        f"hits within a minute of the moment {r['right_minute']:.3f}, within 5 s {r['within_5s']:.3f} "
+        f"({r['queries']} queries)"
+    )
