@@ -96,6 +96,12 @@ class Library:
         """Best ``limit`` items for a free-text query, with scores and explanations."""
         return self.searcher.search(query, limit=limit, filters=filters)
 
+    def parse(self, query: str):  # -> soundscope.query.ParsedQuery
+        """How a text query is understood: language, constraints, exclusions, spoken words."""
+        from .query import parse
+
+        return parse(query)
+
     def similar(
         self,
         target: str | int | os.PathLike[str],

@@ -103,7 +103,23 @@ def _jobs(value: int) -> int:
 
 
 def cmd_search(lib, args) -> int:
-    _print_results(lib.search(args.query, limit=args.limit, filters=_filters(args)), args.json)
+    results = lib.search(args.query, limit=args.limit, filters=_filters(args))
+    if not args.explain:
+        _print_results(results, args.json)
+        return EXIT_OK
+    parsed = lib.parse(args.query)
+    if args.json:
+        print(
+            json.dumps(
+                {"query": parsed.explain(), "results": [r.to_dict() for r in results]}, ensure_ascii=False, indent=1
+            )
+        )
+        return EXIT_OK
+    print("understood as:")
+    for line in parsed.describe():
+        print(f"  {line}")
+    print()
+    _print_results(results, False)
     return EXIT_OK
 
 
@@ -245,6 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_index)
     s = sub.add_parser("search", parents=[common, filt], help="search by text (Chinese or English)")
     s.add_argument("query")
+    s.add_argument("--explain", action="store_true", help="show how the query was understood")
     s.set_defaults(func=cmd_search)
     s = sub.add_parser("similar", parents=[common, filt], help="query by example: a file path or an item id")
     s.add_argument("target")
@@ -268,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--esc10", default=None, help="ESC-10 folder (default: ../shared/data/esc10 if present)")
     s.add_argument("--out", help="also write the JSON report here")
     s.add_argument("--max-per-class", type=int, default=None, help="subsample ESC-10 for a quick run")
-    s.add_argument("--section", choices=["all", "esc10", "music", "speech", "long"], default="all")
+    s.add_argument("--section", choices=["all", "esc10", "music", "speech", "queries", "long"], default="all")
     s.add_argument("--minutes", type=float, default=60.0, help="length of the --section long recording")
     s.add_argument("--max-prompts", type=int, default=None, help="evaluate speech on an even subset of prompts")
     s.add_argument("--jobs", "-j", type=int, default=2, help="indexing worker processes")

@@ -37,6 +37,19 @@ ESC10_QUERIES_EN = {
     "chainsaw": "chainsaw",
 }
 
+ESC10_QUERIES_ZH = {
+    "dog": "狗叫",
+    "rooster": "公鸡打鸣",
+    "rain": "下雨",
+    "sea_waves": "海浪",
+    "crackling_fire": "篝火噼啪声",
+    "crying_baby": "婴儿哭",
+    "sneezing": "打喷嚏",
+    "clock_tick": "钟表滴答",
+    "helicopter": "直升机",
+    "chainsaw": "电锯",
+}
+
 TARGETS = {"zero_shot_top1": 0.85, "map": 0.80, "qbe_p_at_10": 0.80}
 
 
@@ -170,6 +183,7 @@ def run(esc10: Path, work: Path, *, max_per_class: int | None = None, progress=N
         if report.failed:
             raise RuntimeError(f"{report.failed} ESC-10 clips failed to index: {report.failures[:3]}")
         text = eval_text(lib, clips, ESC10_QUERIES_EN)
+        text_zh = eval_text(lib, clips, ESC10_QUERIES_ZH)
         qbe = eval_qbe(lib, clips)
         base = eval_mfcc_baseline(lib, clips)
         models = {k: v["model_id"] for k, v in lib.store.catalog.models().items()}
@@ -182,6 +196,11 @@ def run(esc10: Path, work: Path, *, max_per_class: int | None = None, progress=N
         },
         "models": models,
         "text_to_audio": text,
+        "text_to_audio_zh": text_zh,
+        "zh_gap": {
+            "zero_shot_top1": round(text["zero_shot_top1"] - text_zh["zero_shot_top1"], 4),
+            "map": round(text["map"] - text_zh["map"], 4),
+        },
         "query_by_example": qbe,
         "baseline_mfcc13_cosine": base,
         "targets": TARGETS,
@@ -203,6 +222,9 @@ def format_table(r: dict[str, Any]) -> str:
         f"{'text->audio zero-shot top-1 acc':34s}{t['zero_shot_top1']:12.3f}{'-':>15s}{TARGETS['zero_shot_top1']:9.2f}",
         f"{'text->audio mAP (10 queries)':34s}{t['map']:12.3f}{'0.100 (chance)':>15s}{TARGETS['map']:9.2f}",
         f"{'text->audio P@10':34s}{t['p_at_10']:12.3f}{'-':>15s}{'':>9s}",
+        f"{'Chinese queries zero-shot top-1':34s}{r['text_to_audio_zh']['zero_shot_top1']:12.3f}"
+        f"{'-':>15s}{'EN-0.03':>9s}",
+        f"{'Chinese queries mAP':34s}{r['text_to_audio_zh']['map']:12.3f}{'-':>15s}{'EN-0.03':>9s}",
         f"{'query-by-example P@10 (LOSO)':34s}{q['qbe_p_at_10']:12.3f}{b['qbe_p_at_10']:15.3f}"
         f"{TARGETS['qbe_p_at_10']:9.2f}",
         "",
@@ -266,6 +288,9 @@ def main(args: argparse.Namespace) -> int:
             progress=ProgressLine(),
         )
         tables.append(format_speech(result["speech"]))
+    if args.section in ("all", "queries"):
+        result["queries"] = run_queries(base / "eval-queries")
+        tables.append(format_queries(result["queries"]))
     if args.section == "long":  # not part of "all": it builds and indexes an hour of audio
         result["long"] = run_long(esc10.parent, base / "eval-long", minutes=args.minutes)
         tables.append(format_long(result["long"]))
@@ -664,4 +689,88 @@ def format_long(r: dict[str, Any]) -> str:
         f"indexed in {r['index_seconds']} s ({r['x_realtime']}x real time), peak RSS {r['peak_rss_mb']} MB; "
         f"hits within a minute of the moment {r['right_minute']:.3f}, within 5 s {r['within_5s']:.3f} "
         f"({r['queries']} queries)"
+    )
+
+
+# --- query understanding ----------------------------------------------------------------------------
+def query_suite() -> list[dict[str, Any]]:
+    """The bilingual query suite: each query with the parse it must produce."""
+    return json.loads((Path(__file__).parent / "data" / "vocab" / "query_suite.json").read_text(encoding="utf-8"))
+
+
+def _matches(value: Any, expected: Any) -> bool:
+    if isinstance(expected, list) and isinstance(value, (list, tuple)):
+        if expected and all(isinstance(e, (int, float)) or e is None for e in expected):
+            return len(value) == len(expected) and all(
+                (a is None and b is None) or (a is not None and b is not None and abs(a - b) < 1e-6)
+                for a, b in zip(value, expected, strict=True)
+            )
+        return sorted(map(str, value)) == sorted(map(str, expected))
+    return value == expected
+
+
+def run_queries(work: Path) -> dict[str, Any]:
+    """Parse every suite query (all must match), time query understanding, and check on the demo
+    corpus that no top-10 result carries a label the query negates."""
+    from .api import Library
+    from .bench import demo_corpus
+    from .query import parse
+    from .search import EXCLUDE_MIN
+
+    suite = query_suite()
+    wrong, parse_ms = [], []
+    for case in suite:
+        parse(case["query"])  # warm
+        t = time.perf_counter()
+        pq = parse(case["query"])
+        parse_ms.append((time.perf_counter() - t) * 1000)
+        got = pq.explain()
+        bad = {k: [got.get(k), v] for k, v in case["expect"].items() if not _matches(got.get(k), v)}
+        if bad:
+            wrong.append({"query": case["query"], "mismatch": bad})
+    negated, violations = 0, []
+    with Library(work / "index") as lib:
+        lib.index([str(demo_corpus())])
+        searcher = lib.searcher
+        m = searcher.matrices()
+        for case in suite:
+            pq = parse(case["query"])
+            if not pq.exclude:
+                continue
+            negated += 1
+            for r in lib.search(case["query"], limit=10):
+                pos = int(np.searchsorted(m.ids, r.item_id))
+                for phrase in pq.exclude:
+                    for space in m.scores:
+                        sims = searcher._label_sims(space, [phrase])
+                        if sims.max() < 0.45:
+                            continue
+                        cols = np.flatnonzero(sims >= sims.max() - 0.05)
+                        if (m.scores[space][pos, cols] >= EXCLUDE_MIN).any():
+                            violations.append({"query": case["query"], "path": r.path, "excluded": phrase})
+    langs: dict[str, int] = {}
+    for case in suite:
+        langs[case["lang"]] = langs.get(case["lang"], 0) + 1
+    return {
+        "queries": len(suite),
+        "by_language": langs,
+        "parsed_correctly": len(suite) - len(wrong),
+        "parse_errors": wrong[:10],
+        "negation_queries": negated,
+        "negated_labels_in_top10": len(violations),
+        "violations": violations[:10],
+        "parse_ms_p50": round(float(np.percentile(parse_ms, 50)), 3),
+        "parse_ms_p99": round(float(np.percentile(parse_ms, 99)), 3),
+    }
+
+
+def format_queries(r: dict[str, Any]) -> str:
+    return "\n".join(
+        [
+            f"query understanding ({r['queries']} queries: {r['by_language']})",
+            f"  constraint parsing correct: {r['parsed_correctly']}/{r['queries']}",
+            f"  negated labels in the top 10: {r['negated_labels_in_top10']} "
+            f"over {r['negation_queries']} negation queries",
+            f"  parse latency p50 {r['parse_ms_p50']} ms, p99 {r['parse_ms_p99']} ms (target p50 < 5 ms)",
+        ]
     )

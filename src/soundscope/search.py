@@ -36,23 +36,15 @@ RANKER_WEIGHTS = {
     "descriptors": 1.0,
     "transcript": 1.5,
     "transcript_meaning": 0.6,
+    "kind": 0.5,  # a kind the query implies ("a slow song" -> music)
 }
-SPARSE_RANKERS = {"keyword", "descriptors", "transcript", "transcript_meaning"}  # rank only items with evidence
+SPARSE_RANKERS = {"keyword", "descriptors", "transcript", "transcript_meaning", "kind"}  # rank only items with evidence
 # A weighted label probability below 0.001 is no evidence: rank no one on it.
 MIN_EVIDENCE = {"labels": 0.001}
-RELATIVE_EVIDENCE: dict[str, float] = {}  # ranker -> share of its best score below which it is no evidence
 COORDINATION_TOP = 300  # items (by best passage BM25) whose whole transcript is checked word by word
 COORDINATION_STEP = 100.0  # each query word found in an item's transcript outweighs any BM25 difference
 MEANING_MIN = 0.35  # passage-query cosine below which a passage is not evidence
-
-# Words about tempo and loudness, answered from measured descriptors (BPM, LUFS), not only from tags.
-DESCRIPTOR_WORDS = {
-    "slow": "slow slower slowly ballad calm relaxing relaxed 慢 慢歌 慢节奏 舒缓 缓慢 抒情 放松",
-    "fast": "fast faster quick upbeat energetic lively 快 快歌 快节奏 动感 欢快 激烈 劲爆",
-    "quiet": "quiet soft gentle peaceful calm 安静 轻柔 柔和 轻声 宁静",
-    "loud": "loud noisy powerful 吵 响亮 大声 吵闹",
-}
-_DESCRIPTOR_INDEX = {w: key for key, words in DESCRIPTOR_WORDS.items() for w in words.split()}
+EXCLUDE_MIN = 0.3  # item-level probability of a negated label above which an item is excluded
 
 
 def tied_ranks(sorted_scores: np.ndarray, *, rel_tol: float = 1e-3) -> np.ndarray:
@@ -66,6 +58,49 @@ def tied_ranks(sorted_scores: np.ndarray, *, rel_tol: float = 1e-3) -> np.ndarra
     new_group = np.concatenate([[True], keys[1:] != keys[:-1]])
     firsts = np.flatnonzero(new_group)
     return firsts[np.cumsum(new_group) - 1]
+
+
+WHY_ZH = {
+    "sounds like": "听起来像", "says at": "说到于", "talks about it at": "谈到于", "description matches": "描述匹配",
+    "measured": "测得", "keywords match name/tags/description": "关键词匹配文件名/标签/描述",
+    "best moment": "最佳时刻", "weak match": "弱匹配", "duration": "时长", "tempo": "速度", "kind": "类型",
+    "excludes": "已排除",
+}  # fmt: skip
+
+
+def localize(why: list[str], language: str) -> list[str]:
+    """Explanation lines in the query's language (Chinese prefixes for Chinese queries)."""
+    if language != "zh":
+        return why
+    out = []
+    for line in why:
+        for en, zh in sorted(WHY_ZH.items(), key=lambda kv: -len(kv[0])):
+            if line.startswith(en):
+                line = zh + line[len(en) :]
+                break
+        out.append(line)
+    return out
+
+
+def satisfied(pq, r: Result, m: _Matrices) -> list[str]:
+    """The parsed constraints this result meets (only those it meets): duration, tempo, kind, exclusions."""
+    out = []
+    if pq.duration:
+        lo, hi = pq.duration
+        rng = f"{'' if lo is None else describe.format_clock(lo)}–{'' if hi is None else describe.format_clock(hi)}"
+        out.append(f"duration {describe.format_clock(r.duration_s)} within {rng}")
+    pos = int(np.searchsorted(m.ids, r.item_id))
+    if pq.tempo and m.tempo[pos] > 0 and (pq.tempo[0] or 0) <= m.tempo[pos] <= (pq.tempo[1] or 1000):
+        lo, hi = pq.tempo
+        out.append(
+            f"tempo {m.tempo[pos]:.0f} BPM (wanted {'' if lo is None else f'{lo:.0f}'}–"
+            f"{'' if hi is None else f'{hi:.0f}'} BPM)"
+        )
+    if pq.kind and m.kinds[pos] == pq.kind:
+        out.append(f"kind {pq.kind}")
+    if pq.exclude:
+        out.append("excludes " + ", ".join(pq.exclude))
+    return out
 
 
 def mark_words(text: str, query: str, *, width: int = 160) -> str:
@@ -85,32 +120,31 @@ def mark_words(text: str, query: str, *, width: int = 160) -> str:
     return out
 
 
-def descriptor_terms(query: str) -> set[str]:
-    """Which of slow / fast / quiet / loud the query asks for (English or Chinese words)."""
-    words = textnorm.segment(query)
-    found = {_DESCRIPTOR_INDEX[w] for w in words if w in _DESCRIPTOR_INDEX}
-    found |= {key for w, key in _DESCRIPTOR_INDEX.items() if textnorm.has_cjk(w) and len(w) > 1 and w in query}
-    return found
-
-
-def descriptor_scores(m: _Matrices, wanted: set[str]) -> np.ndarray:
+def descriptor_scores(m: _Matrices, wanted: dict[str, Any]) -> np.ndarray:
     """How well each item's measured tempo and loudness fit ``wanted``, in [0, 1] (0 if unmeasured).
 
-    slow: 1 at <= 60 BPM falling to 0 at 120; fast: 0 at 100 BPM rising to 1 at 160 (both scaled by
-    tempo confidence); quiet: 1 at <= -35 LUFS falling to 0 at -14; loud: the reverse.
+    tempo (lo, hi) BPM: 1 inside the range, falling linearly to 0 at 40 BPM outside, scaled by the
+    tempo confidence; loudness "quiet": 1 at <= -35
+    LUFS falling to 0 at -14; "loud": the reverse.
     """
     score = np.zeros(m.ids.shape[0], np.float32)
-    bpm, conf, lufs = m.tempo, np.clip(m.tempo_conf * 2, 0.3, 1.0), m.lufs
-    has_tempo, has_level = bpm > 0, lufs > -70
-    if "slow" in wanted:
-        score += np.where(has_tempo, np.clip((120 - bpm) / 60, 0, 1) * conf, 0)
-    if "fast" in wanted:
-        score += np.where(has_tempo, np.clip((bpm - 100) / 60, 0, 1) * conf, 0)
-    if "quiet" in wanted:
-        score += np.where(has_level, np.clip((-14 - lufs) / 21, 0, 1), 0)
-    if "loud" in wanted:
-        score += np.where(has_level, np.clip((lufs + 35) / 21, 0, 1), 0)
-    return score / len(wanted)
+    n = 0
+    if "tempo" in wanted:
+        lo, hi = wanted["tempo"]
+        lo, hi = (lo if lo is not None else 0.0), (hi if hi is not None else 1000.0)
+        conf = np.clip(m.tempo_conf * 2, 0.3, 1.0)
+
+        def fit(bpm: np.ndarray) -> np.ndarray:
+            return np.clip(1 - np.maximum(lo - bpm, bpm - hi).clip(0) / 40, 0, 1)
+
+        score += np.where(m.tempo > 0, fit(m.tempo) * conf, 0)
+        n += 1
+    if "loudness" in wanted:
+        lufs, has = m.lufs, m.lufs > -70
+        word = wanted["loudness"]
+        score += np.where(has, np.clip((-14 - lufs) / 21 if word == "quiet" else (lufs + 35) / 21, 0, 1), 0)
+        n += 1
+    return score / max(n, 1)
 
 
 @dataclass
@@ -153,8 +187,46 @@ class _Matrices:
 
 
 @lru_cache(maxsize=8)
-def _label_embeddings(encoder: TextEncoder, labels: tuple[str, ...]) -> np.ndarray:
-    return encoder.encode(list(labels))
+def _phrasing_embeddings(encoder: TextEncoder, labels: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Embeddings of every English and Chinese phrasing of each label: (P, dim) and the label index (P,)."""
+    from .query import label_phrasings
+
+    table = label_phrasings()
+    texts, owner = [], []
+    for i, label in enumerate(labels):
+        for phrase in dict.fromkeys([label, *table.get(label, [])]):
+            texts.append(phrase)
+            owner.append(i)
+    return encoder.encode(texts), np.asarray(owner, np.int64)
+
+
+def parse_query(text: str):  # -> soundscope.query.ParsedQuery
+    from .query import parse
+
+    return parse(text)
+
+
+def _with_parsed(filters: Filters | None, pq) -> Filters:
+    """User filters, tightened by the duration range the query asks for (a kind the query implies, as in
+    "a slow song", is a preference scored by the ``kind`` ranker, not a filter: "whale song" is no music)."""
+    f = Filters(**(filters.__dict__ if filters else {}))
+    if pq.duration:
+        lo, hi = pq.duration
+        if lo is not None:
+            f.min_duration = max(lo, f.min_duration or 0.0)
+        if hi is not None:
+            f.max_duration = min(hi, f.max_duration) if f.max_duration is not None else hi
+    return f
+
+
+def parsed_descriptors(pq) -> dict[str, Any]:
+    """What the measured descriptors should satisfy: {"tempo": (lo, hi)} and/or {"loudness": word}."""
+    out: dict[str, Any] = {}
+    if pq.tempo:
+        out["tempo"] = pq.tempo
+    if pq.loudness:
+        out["loudness"] = pq.loudness
+    return out
 
 
 class Searcher:
@@ -202,18 +274,25 @@ class Searcher:
         return out
 
     # -- text search ----------------------------------------------------------------------------
-    def match_labels(self, query: str) -> list[LabelMatch]:
-        """Weights over every label vocabulary for ``query``: one softmax over the ``label_top_k``
-        labels most similar to it across all spaces, so a query close to YAMNet's "Bark" gives
-        little weight to a music tagger's loosely related tags. Returns one match per space hit."""
-        q = self.encoder.encode([query])[0]
-        spaces = self._spaces()
+    def _label_sims(self, space: str, texts: list[str]) -> np.ndarray:
+        """(n_labels,) best cosine between any of ``texts`` and any phrasing of each label of ``space``."""
+        labels = tuple(self._spaces()[space]["labels"])
+        emb, owner = _phrasing_embeddings(self.encoder, labels)
+        per_phrase = (emb @ self.encoder.encode(texts).T).max(axis=1)
+        sims = np.full(len(labels), -1.0, np.float32)
+        np.maximum.at(sims, owner, per_phrase)
+        return sims
+
+    def match_labels(self, texts: str | list[str]) -> list[LabelMatch]:
+        """Weights over every label vocabulary: one softmax over the ``label_top_k`` labels most similar
+        to the query across all spaces (each label seen through its English and Chinese phrasings), so a
+        query close to YAMNet's "Bark" gives little weight to a music tagger's loosely related tags."""
+        texts = [texts] if isinstance(texts, str) else texts
         names: list[tuple[str, int, str]] = []
         sims: list[np.ndarray] = []
-        for space, info in spaces.items():
-            labels = tuple(info["labels"])
-            sims.append(_label_embeddings(self.encoder, labels) @ q)
-            names.extend((space, i, label) for i, label in enumerate(labels))
+        for space, info in self._spaces().items():
+            sims.append(self._label_sims(space, texts))
+            names.extend((space, i, label) for i, label in enumerate(info["labels"]))
         if not names:
             return []
         all_sims = np.concatenate(sims)
@@ -229,36 +308,63 @@ class Searcher:
             lm.names.append(label)
         return list(out.values())
 
+    def _exclusion_mask(self, m: _Matrices, pq) -> np.ndarray:
+        """False for items that carry what the query negates ("no traffic", "不要鼓", "没有人声"): for each
+        excluded phrase, its closest labels (cosine within 0.05 of the best, >= 0.45) at item-level
+        probability >= :data:`EXCLUDE_MIN`."""
+        keep = np.ones(m.ids.shape[0], bool)
+        for phrase in pq.exclude:
+            for space in m.scores:
+                sims = self._label_sims(space, [phrase])
+                best = float(sims.max())
+                if best < 0.45:
+                    continue
+                cols = np.flatnonzero(sims >= best - 0.05)
+                keep &= ~(m.scores[space][:, cols] >= EXCLUDE_MIN).any(axis=1)
+        return keep
+
     def search(self, query: str, *, limit: int = 10, filters: Filters | None = None) -> list[Result]:
-        """Rank items for a free-text query (any language the text encoder reads)."""
+        """Rank items for a free-text query in Chinese or English (see :mod:`soundscope.query`):
+        constraints become filters or descriptor scores, negated labels are excluded, the positive
+        part and its English rendering are matched against every label's bilingual phrasings."""
         m = self.matrices()
         if m.ids.size == 0 or not query.strip():
             return []
-        mask = self._mask(m, filters)
-        q = self.encoder.encode([query])[0]
+        pq = parse_query(query)
+        positive = pq.semantic.strip() or query
+        # the taggers also know tempo and loudness words ("slow", "quiet"): let labels see them too
+        styled = " ".join(w for w in (pq.tempo_word, pq.loudness, pq.text_en or positive) if w)
+        styled = styled if (pq.tempo_word or pq.loudness) else ""
+        texts = list(dict.fromkeys(t for t in (positive, pq.text_en, styled) if t and t.strip()))
+        mask = self._mask(m, _with_parsed(filters, pq)) & self._exclusion_mask(m, pq)
+        q = self.encoder.encode([positive])[0]
         rankings: dict[str, np.ndarray] = {}
         raw: dict[str, np.ndarray] = {}
-        matches = [lm for lm in self.match_labels(query) if lm.space in m.scores]
+        matches = [lm for lm in self.match_labels(texts) if lm.space in m.scores]
         label_score = np.zeros(m.ids.shape[0], np.float32)
         for lm in matches:
             label_score += m.scores[lm.space][:, lm.indices] @ lm.weights
         raw["labels"] = label_score
-        wanted = descriptor_terms(query)
+        if pq.kind:
+            raw["kind"] = (m.kinds == pq.kind).astype(np.float32)
+        wanted = parsed_descriptors(pq)
         if wanted:
             raw["descriptors"] = descriptor_scores(m, wanted)
         raw["description"] = m.desc @ q if m.desc is not None else np.zeros_like(label_score)
-        raw["keyword"] = self._keyword_scores(m, query)
+        words = pq.spoken or positive
+        raw["keyword"] = self._keyword_scores(m, " ".join(texts))
         spoken: dict[int, dict[str, Any]] = {}
-        raw["transcript"] = self._transcript_keyword(m, query, spoken)
-        raw["transcript_meaning"] = self._transcript_meaning(m, q, spoken)
+        raw["transcript"] = self._transcript_keyword(m, words, spoken)
+        raw["transcript_meaning"] = self._transcript_meaning(m, self.encoder.encode([words])[0], spoken)
         weights = dict(RANKER_WEIGHTS)
-        strength = self._label_strength(query)
+        strength = 0.25 if pq.spoken else self._label_strength(texts)
+        n_terms = len(textnorm.query_terms(words))
+        if n_terms >= 2 and raw["transcript"].max(initial=0.0) >= n_terms * COORDINATION_STEP:
+            strength = min(strength, 0.4)  # some transcript says every word: the query is (also) about words
         weights["labels"] *= strength
         weights["transcript"] *= 1.0 + 3.0 * (1.0 - strength)  # a query no sound label fits is about words
         for name, score in raw.items():
             floor = MIN_EVIDENCE.get(name)
-            if name in RELATIVE_EVIDENCE and score.size:
-                floor = max(floor or 0.0, RELATIVE_EVIDENCE[name] * float(score[mask].max(initial=0.0)))
             cand = np.flatnonzero(
                 mask & (score > 0) if name in SPARSE_RANKERS else mask if floor is None else mask & (score >= floor)
             )
@@ -271,19 +377,15 @@ class Searcher:
             k = RRF_K * strength if name == "transcript" else RRF_K  # sharper when the query is about words
             fused[order] += weights[name] / (k + 1 + r)
         best = [i for i in np.argsort(-fused, kind="stable") if mask[i] and fused[i] > 0][:limit]
-        return [self._text_result(m, int(i), float(fused[i]), matches, raw, ranks, spoken, query) for i in best]
+        results = [self._text_result(m, int(i), float(fused[i]), matches, raw, ranks, spoken, words) for i in best]
+        for r in results:
+            r.why = localize(r.why + satisfied(pq, r, m), pq.language)
+        return results
 
-    def _label_strength(self, query: str) -> float:
+    def _label_strength(self, texts: list[str]) -> float:
         """How much the query is about a sound at all: 1 when it matches some label well (cosine >= 0.5),
         down to 0.25 when it matches none (e.g. a phrase someone said), so spoken evidence can lead."""
-        q = self.encoder.encode([query])[0]
-        best = max(
-            (
-                float((_label_embeddings(self.encoder, tuple(info["labels"])) @ q).max())
-                for info in self._spaces().values()
-            ),
-            default=0.0,
-        )
+        best = max((float(self._label_sims(space, texts).max()) for space in self._spaces()), default=0.0)
         return float(np.clip((best - 0.2) / 0.3, 0.25, 1.0))
 
     def _passage_matrix(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
