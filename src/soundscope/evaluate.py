@@ -698,23 +698,12 @@ def query_suite() -> list[dict[str, Any]]:
     return json.loads((Path(__file__).parent / "data" / "vocab" / "query_suite.json").read_text(encoding="utf-8"))
 
 
-def _matches(value: Any, expected: Any) -> bool:
-    if isinstance(expected, list) and isinstance(value, (list, tuple)):
-        if expected and all(isinstance(e, (int, float)) or e is None for e in expected):
-            return len(value) == len(expected) and all(
-                (a is None and b is None) or (a is not None and b is not None and abs(a - b) < 1e-6)
-                for a, b in zip(value, expected, strict=True)
-            )
-        return sorted(map(str, value)) == sorted(map(str, expected))
-    return value == expected
-
-
 def run_queries(work: Path) -> dict[str, Any]:
     """Parse every suite query (all must match), time query understanding, and check on the demo
     corpus that no top-10 result carries a label the query negates."""
     from .api import Library
     from .bench import demo_corpus
-    from .query import parse
+    from .query import parse, suite_mismatches
     from .search import EXCLUDE_MIN
 
     suite = query_suite()
@@ -724,8 +713,7 @@ def run_queries(work: Path) -> dict[str, Any]:
         t = time.perf_counter()
         pq = parse(case["query"])
         parse_ms.append((time.perf_counter() - t) * 1000)
-        got = pq.explain()
-        bad = {k: [got.get(k), v] for k, v in case["expect"].items() if not _matches(got.get(k), v)}
+        bad = suite_mismatches(pq, case)
         if bad:
             wrong.append({"query": case["query"], "mismatch": bad})
     negated, violations = 0, []
