@@ -218,6 +218,20 @@ def cmd_demo(lib, args) -> int:
     return EXIT_OK if not report.failed else EXIT_FAILURES
 
 
+def cmd_serve(lib, args) -> int:
+    from . import server
+
+    server.serve(
+        lib,
+        host=args.host,
+        port=args.port,
+        token=args.token,
+        allow_roots=args.allow_root,
+        max_upload_mb=args.max_upload_mb,
+    )
+    return EXIT_OK
+
+
 def cmd_eval(lib, args) -> int:
     from . import evaluate
 
@@ -277,6 +291,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_stats)
     s = sub.add_parser("failures", parents=[common], help="files that could not be indexed, with reasons")
     s.set_defaults(func=cmd_failures)
+    s = sub.add_parser("serve", parents=[common], help="web page and HTTP API over the data directory")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument(
+        "--token",
+        default=os.environ.get("SOUNDSCOPE_TOKEN"),
+        help="required for index changes; generated if --host is not loopback",
+    )
+    s.add_argument(
+        "--allow-root",
+        action="append",
+        metavar="DIR",
+        help="folders the page may index (default: the roots already indexed)",
+    )
+    s.add_argument("--max-upload-mb", type=int, default=20)
+    s.set_defaults(func=cmd_serve)
     s = sub.add_parser("demo", parents=[common], help="index the bundled demo corpus and answer example queries")
     s.add_argument("--limit", "-n", type=int, default=3)
     s.add_argument("--quiet", "-q", action="store_true", help="no progress line")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from pathlib import Path
 from typing import Protocol
 
@@ -84,10 +85,11 @@ class UsearchIndex:
     def save(self, generation: int) -> None:
         """Write index and sidecar atomically (temp file + rename), tagged with the catalog generation."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
+        suffix = f".{os.getpid()}.{threading.get_ident()}.tmp"  # concurrent savers never share a temp file
+        tmp = self.path.with_name(self.path.name + suffix)
         self._index.save(str(tmp))
         os.replace(tmp, self.path)
-        meta_tmp = Path(f"{self.path}.json.tmp")
+        meta_tmp = Path(f"{self.path}.json{suffix}")
         meta_tmp.write_text(json.dumps({"generation": generation, "count": len(self._index), "dim": self.dim}))
         os.replace(meta_tmp, f"{self.path}.json")
         self.generation = generation
