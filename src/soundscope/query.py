@@ -30,6 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from . import textnorm
+from .wer import _ONES as _WER_ONES
+from .wer import _TENS as _WER_TENS
 
 VOCAB_DIR = Path(__file__).parent / "data" / "vocab"
 VOCAB_FILE = VOCAB_DIR / "audio_zh_en.tsv"
@@ -814,20 +816,9 @@ def cedict_gloss(word: str) -> str | None:
 # --------------------------------------------------------------------------------------------------
 # numbers and numeric constraints
 
-_EN_ONES = ["one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
-_EN_TEENS = [
-    "ten",
-    "eleven",
-    "twelve",
-    "thirteen",
-    "fourteen",
-    "fifteen",
-    "sixteen",
-    "seventeen",
-    "eighteen",
-    "nineteen",
-]
-_EN_TENS = ["twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
+_EN_ONES = _WER_ONES[1:10]  # one .. nine (shared with the WER normaliser)
+_EN_TEENS = _WER_ONES[10:20]  # ten .. nineteen
+_EN_TENS = _WER_TENS[2:]  # twenty .. ninety
 _EN_VAL = {w: i + 1 for i, w in enumerate(_EN_ONES)} | {w: i + 10 for i, w in enumerate(_EN_TEENS)}
 _EN_VAL |= {w: (i + 2) * 10 for i, w in enumerate(_EN_TENS)} | {"zero": 0}
 _B100 = (
