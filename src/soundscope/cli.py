@@ -184,7 +184,16 @@ def cmd_failures(lib, args) -> int:
     return EXIT_OK
 
 
-DEMO_QUERIES = ["dog barking", "rain", "piano music", "狗叫", "someone speaking", "下雨的声音"]
+DEMO_QUERIES = [
+    "dog barking",
+    "rain",
+    "piano music",
+    "狗叫",
+    "someone speaking",
+    "下雨的声音",
+    "stew for dinner",
+    "没有人声的钢琴曲",
+]
 
 
 def cmd_demo(lib, args) -> int:
