@@ -41,7 +41,6 @@ class Analysis:
     segments: list[PooledSegment]
     item_scores: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (n_labels,) item-level
     item_embeddings: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (dim,)
-    frame_counts: dict[str, int] = field(default_factory=dict)
     item_means: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (n_labels,) mean over frames
     item_counts: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (n_labels,) frames with p >= 0.5
     music: dict[str, Any] | None = None  # music descriptors (tempo, loudness, key...) when the file is music
@@ -272,7 +271,6 @@ def pool_into(
     ends = [e for _, e in bounds]
     for a in analyzers:
         out, levels = outputs[a.name]
-        analysis.frame_counts[a.name] = len(out)
         if len(out) == 0:
             continue
         centers = out.times + min(a.window_s, analysis.duration_s) / 2

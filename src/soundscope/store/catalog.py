@@ -471,13 +471,6 @@ class Catalog:
                 n += 1
         return n
 
-    def set_description(self, item_id: int, description: str) -> None:
-        with self.transaction():
-            row = self.conn.execute("SELECT path, tags FROM items WHERE id=?", (item_id,)).fetchone()
-            self.conn.execute("UPDATE items SET description=? WHERE id=?", (description, item_id))
-            self.conn.execute("DELETE FROM items_fts WHERE rowid=?", (item_id,))
-            self._index_text(item_id, row["path"], json.loads(row["tags"]), description)
-
     # -- failures -----------------------------------------------------------------------------
     def record_failure(self, path: str, reason: str) -> None:
         with self.transaction():
