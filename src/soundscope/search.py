@@ -308,19 +308,24 @@ class Searcher:
             lm.names.append(label)
         return list(out.values())
 
+    def carries(self, phrase: str) -> np.ndarray:
+        """(n_items,) True for items carrying what ``phrase`` names: its closest labels in any space
+        (cosine within 0.05 of the best, which must be >= 0.45) at item-level probability >= :data:`EXCLUDE_MIN`.
+        This is the rule that negations ("no traffic", "不要鼓", "没有人声") exclude by."""
+        m = self.matrices()
+        found = np.zeros(m.ids.shape[0], bool)
+        for space in m.scores:
+            sims = self._label_sims(space, [phrase])
+            best = float(sims.max())
+            if best >= 0.45:
+                found |= (m.scores[space][:, np.flatnonzero(sims >= best - 0.05)] >= EXCLUDE_MIN).any(axis=1)
+        return found
+
     def _exclusion_mask(self, m: _Matrices, pq) -> np.ndarray:
-        """False for items that carry what the query negates ("no traffic", "不要鼓", "没有人声"): for each
-        excluded phrase, its closest labels (cosine within 0.05 of the best, >= 0.45) at item-level
-        probability >= :data:`EXCLUDE_MIN`."""
+        """False for items that carry anything the query negates (see :meth:`carries`)."""
         keep = np.ones(m.ids.shape[0], bool)
         for phrase in pq.exclude:
-            for space in m.scores:
-                sims = self._label_sims(space, [phrase])
-                best = float(sims.max())
-                if best < 0.45:
-                    continue
-                cols = np.flatnonzero(sims >= best - 0.05)
-                keep &= ~(m.scores[space][:, cols] >= EXCLUDE_MIN).any(axis=1)
+            keep &= ~self.carries(phrase)
         return keep
 
     def search(self, query: str, *, limit: int = 10, filters: Filters | None = None) -> list[Result]:
