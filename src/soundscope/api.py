@@ -144,7 +144,7 @@ class Library:
         out = row.to_dict()
         models = self.store.catalog.models()
         m = self.searcher.matrices()
-        pos = int(m.ids.searchsorted(item_id))
+        pos = m.position(item_id)
         out["labels"] = {
             space: [[n, round(p, 4)] for n, p in describe.top_labels(mat[pos], models[space]["labels"], k=10)]
             for space, mat in m.scores.items()

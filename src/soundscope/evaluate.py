@@ -727,7 +727,7 @@ def run_queries(work: Path) -> dict[str, Any]:
             negated += 1
             carried = {phrase: searcher.carries(phrase) for phrase in pq.exclude}
             for r in lib.search(case["query"], limit=10):
-                pos = int(np.searchsorted(m.ids, r.item_id))
+                pos = m.position(r.item_id)
                 violations += [
                     {"query": case["query"], "path": r.path, "excluded": phrase}
                     for phrase, mask in carried.items()

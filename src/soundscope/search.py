@@ -89,7 +89,7 @@ def satisfied(pq, r: Result, m: _Matrices) -> list[str]:
         lo, hi = pq.duration
         rng = f"{'' if lo is None else describe.format_clock(lo)}–{'' if hi is None else describe.format_clock(hi)}"
         out.append(f"duration {describe.format_clock(r.duration_s)} within {rng}")
-    pos = int(np.searchsorted(m.ids, r.item_id))
+    pos = m.position(r.item_id)
     if pq.tempo and m.tempo[pos] > 0 and (pq.tempo[0] or 0) <= m.tempo[pos] <= (pq.tempo[1] or 1000):
         lo, hi = pq.tempo
         out.append(
@@ -172,6 +172,16 @@ class LabelMatch:
     names: list[str]
 
 
+def positions(ids: np.ndarray, wanted: Any) -> np.ndarray:
+    """Positions of the item ids ``wanted`` in the ascending array ``ids``; -1 where absent."""
+    wanted = np.atleast_1d(np.asarray(wanted, np.int64))
+    if ids.size == 0:
+        return np.full(wanted.shape[0], -1, np.int64)
+    pos = np.searchsorted(ids, wanted)
+    found = (pos < ids.shape[0]) & (ids[np.minimum(pos, ids.shape[0] - 1)] == wanted)
+    return np.where(found, pos, -1)
+
+
 @dataclass
 class _Matrices:
     generation: int
@@ -184,6 +194,10 @@ class _Matrices:
     tempo: np.ndarray | None = None  # (n,) BPM, 0 where unmeasured (non-music)
     tempo_conf: np.ndarray | None = None
     lufs: np.ndarray | None = None  # (n,) integrated loudness; -120 where unmeasured
+
+    def position(self, item_id: int) -> int:
+        """Row of ``item_id`` in these matrices, -1 if absent."""
+        return int(positions(self.ids, item_id)[0])
 
 
 @lru_cache(maxsize=8)
@@ -198,6 +212,13 @@ def _phrasing_embeddings(encoder: TextEncoder, labels: tuple[str, ...]) -> tuple
             texts.append(phrase)
             owner.append(i)
     return encoder.encode(texts), np.asarray(owner, np.int64)
+
+
+def label_strength(sims_by_space: dict[str, np.ndarray]) -> float:
+    """How much the query is about a sound at all: 1 when it matches some label well (cosine >= 0.5),
+    down to 0.25 when it matches none (e.g. a phrase someone said), so spoken evidence can lead."""
+    best = max((float(s.max()) for s in sims_by_space.values()), default=0.0)
+    return float(np.clip((best - 0.2) / 0.3, 0.25, 1.0))
 
 
 def parse_query(text: str):  # -> soundscope.query.ParsedQuery
@@ -268,9 +289,8 @@ class Searcher:
     def _aligned(ids: np.ndarray, got_ids: np.ndarray, rows: np.ndarray, width: int) -> np.ndarray:
         out = np.zeros((ids.shape[0], width), np.float32)
         if got_ids.size:
-            pos = np.searchsorted(ids, got_ids)
-            ok = (pos < ids.shape[0]) & (ids[np.minimum(pos, ids.shape[0] - 1)] == got_ids)
-            out[pos[ok]] = rows[ok]
+            pos = positions(ids, got_ids)
+            out[pos[pos >= 0]] = rows[pos >= 0]
         return out
 
     # -- text search ----------------------------------------------------------------------------
@@ -283,16 +303,22 @@ class Searcher:
         np.maximum.at(sims, owner, per_phrase)
         return sims
 
-    def match_labels(self, texts: str | list[str]) -> list[LabelMatch]:
+    def all_label_sims(self, texts: str | list[str]) -> dict[str, np.ndarray]:
+        """space -> (n_labels,) similarities of the query to every label (see :meth:`_label_sims`)."""
+        texts = [texts] if isinstance(texts, str) else texts
+        return {space: self._label_sims(space, texts) for space in self._spaces()}
+
+    def match_labels(self, sims_by_space: dict[str, np.ndarray]) -> list[LabelMatch]:
         """Weights over every label vocabulary: one softmax over the ``label_top_k`` labels most similar
         to the query across all spaces (each label seen through its English and Chinese phrasings), so a
-        query close to YAMNet's "Bark" gives little weight to a music tagger's loosely related tags."""
-        texts = [texts] if isinstance(texts, str) else texts
+        query close to YAMNet's "Bark" gives little weight to a music tagger's loosely related tags.
+        ``sims_by_space`` comes from :meth:`all_label_sims`."""
+        spaces = self._spaces()
         names: list[tuple[str, int, str]] = []
         sims: list[np.ndarray] = []
-        for space, info in self._spaces().items():
-            sims.append(self._label_sims(space, texts))
-            names.extend((space, i, label) for i, label in enumerate(info["labels"]))
+        for space, space_sims in sims_by_space.items():
+            sims.append(space_sims)
+            names.extend((space, i, label) for i, label in enumerate(spaces[space]["labels"]))
         if not names:
             return []
         all_sims = np.concatenate(sims)
@@ -345,7 +371,8 @@ class Searcher:
         q = self.encoder.encode([positive])[0]
         rankings: dict[str, np.ndarray] = {}
         raw: dict[str, np.ndarray] = {}
-        matches = [lm for lm in self.match_labels(texts) if lm.space in m.scores]
+        label_sims = self.all_label_sims(texts)
+        matches = [lm for lm in self.match_labels(label_sims) if lm.space in m.scores]
         label_score = np.zeros(m.ids.shape[0], np.float32)
         for lm in matches:
             label_score += m.scores[lm.space][:, lm.indices] @ lm.weights
@@ -362,7 +389,7 @@ class Searcher:
         raw["transcript"] = self._transcript_keyword(m, words, spoken)
         raw["transcript_meaning"] = self._transcript_meaning(m, self.encoder.encode([words])[0], spoken)
         weights = dict(RANKER_WEIGHTS)
-        strength = 0.25 if pq.spoken else self._label_strength(texts)
+        strength = 0.25 if pq.spoken else label_strength(label_sims)
         n_terms = len(textnorm.query_terms(words))
         if n_terms >= 2 and raw["transcript"].max(initial=0.0) >= n_terms * COORDINATION_STEP:
             strength = min(strength, 0.4)  # some transcript says every word: the query is (also) about words
@@ -387,12 +414,6 @@ class Searcher:
             r.why = localize(r.why + satisfied(pq, r, m), pq.language)
         return results
 
-    def _label_strength(self, texts: list[str]) -> float:
-        """How much the query is about a sound at all: 1 when it matches some label well (cosine >= 0.5),
-        down to 0.25 when it matches none (e.g. a phrase someone said), so spoken evidence can lead."""
-        best = max((float(self._label_sims(space, texts).max()) for space in self._spaces()), default=0.0)
-        return float(np.clip((best - 0.2) / 0.3, 0.25, 1.0))
-
     def _passage_matrix(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         gen = self.store.catalog.generation("passages")
         if self._passages is None or self._passages[0] != gen:
@@ -415,8 +436,8 @@ class Searcher:
             p = info.get(pid)
             if p is None:
                 continue
-            pos = int(np.searchsorted(m.ids, p["item_id"]))
-            if pos < m.ids.shape[0] and m.ids[pos] == p["item_id"] and pos not in best:
+            pos = m.position(p["item_id"])
+            if pos >= 0 and pos not in best:
                 best[pos] = (score, p)
         for rank, (pos, (score, p)) in enumerate(best.items()):
             if rank >= COORDINATION_TOP:  # bounded work: beyond the best items, BM25 alone orders them
@@ -450,8 +471,8 @@ class Searcher:
         order = order[sims[order] >= MEANING_MIN][:1000]
         best_pid: dict[int, int] = {}
         for j in order:
-            pos = int(np.searchsorted(m.ids, items[j]))
-            if pos < m.ids.shape[0] and m.ids[pos] == items[j] and out[pos] == 0:
+            pos = m.position(items[j])
+            if pos >= 0 and out[pos] == 0:
                 out[pos] = sims[j]
                 best_pid[pos] = int(pids[j])
         info = self.store.catalog.passages(best_pid.values())
@@ -466,10 +487,8 @@ class Searcher:
             return out
         hits = self.store.catalog.fts(expr, limit=max(200, m.ids.shape[0] // 10))
         if hits:
-            ids = np.array([h[0] for h in hits], np.int64)
-            pos = np.searchsorted(m.ids, ids)
-            ok = (pos < m.ids.shape[0]) & (m.ids[np.minimum(pos, m.ids.shape[0] - 1)] == ids)
-            out[pos[ok]] = np.array([h[1] for h in hits], np.float32)[ok]
+            pos = positions(m.ids, [h[0] for h in hits])
+            out[pos[pos >= 0]] = np.array([h[1] for h in hits], np.float32)[pos >= 0]
         return out
 
     def _mask(self, m: _Matrices, f: Filters | None) -> np.ndarray:
@@ -600,8 +619,8 @@ class Searcher:
             item_id, start, end = seg.get(key, (None, 0.0, 0.0))
             if item_id is None or item_id in exclude or item_id in best:
                 continue
-            pos = int(np.searchsorted(m.ids, item_id))
-            if pos < m.ids.shape[0] and m.ids[pos] == item_id and mask[pos]:
+            pos = m.position(item_id)
+            if pos >= 0 and mask[pos]:
                 best[item_id] = (sim, start, end)
         ranked = sorted(best.items(), key=lambda kv: -kv[1][0])[:limit]
         out = []
@@ -609,7 +628,7 @@ class Searcher:
         for item_id, (sim, start, end) in ranked:
             row = self.store.catalog.item(item_id)
             assert row is not None
-            pos = int(np.searchsorted(m.ids, item_id))
+            pos = m.position(item_id)
             labels = describe.top_labels(m.scores[space][pos], analyzer.labels, k=5) if space in m.scores else []
             why = [f"sounds similar ({space} embedding cosine {sim:.3f})"]
             if labels:
