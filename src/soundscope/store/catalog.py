@@ -271,12 +271,16 @@ class Catalog:
         if ids is None:
             return [self._row(r) for r in self.conn.execute("SELECT * FROM items ORDER BY id")]
         ids = list(ids)
-        out: dict[int, ItemRow] = {}
-        for i in range(0, len(ids), 500):
-            chunk = ids[i : i + 500]
-            q = f"SELECT * FROM items WHERE id IN ({','.join('?' * len(chunk))})"
-            out.update({r["id"]: self._row(r) for r in self.conn.execute(q, chunk)})
+        out = {r["id"]: self._row(r) for r in self._rows_with_ids("SELECT * FROM items", ids)}
         return [out[i] for i in ids if i in out]
+
+    def _rows_with_ids(self, select: str, ids: Iterable[int], *, chunk: int = 500) -> Iterator[sqlite3.Row]:
+        """Rows of ``select`` (a query over one table, no WHERE) whose ``id`` is in ``ids``, queried in
+        chunks that stay under SQLite's bound-parameter limit."""
+        ids = list(ids)
+        for i in range(0, len(ids), chunk):
+            part = ids[i : i + chunk]
+            yield from self.conn.execute(f"{select} WHERE id IN ({','.join('?' * len(part))})", part)
 
     def paths_under(self, root: str) -> dict[str, tuple[int, int, float]]:
         """path -> (id, size, mtime) for items whose path lies under ``root``."""
@@ -397,15 +401,8 @@ class Catalog:
 
     def passages(self, ids: Iterable[int]) -> dict[int, dict[str, Any]]:
         """passage id -> {item_id, start, end, text} for the given ids."""
-        ids = list(ids)
-        out: dict[int, dict[str, Any]] = {}
-        for i in range(0, len(ids), 500):
-            chunk = ids[i : i + 500]
-            q = f"SELECT id, item_id, start, end, text FROM passages WHERE id IN ({','.join('?' * len(chunk))})"
-            out.update(
-                {r[0]: {"item_id": r[1], "start": r[2], "end": r[3], "text": r[4]} for r in self.conn.execute(q, chunk)}
-            )
-        return out
+        rows = self._rows_with_ids("SELECT id, item_id, start, end, text FROM passages", ids)
+        return {r[0]: {"item_id": r[1], "start": r[2], "end": r[3], "text": r[4]} for r in rows}
 
     def passage_matrix(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(passage ids (n,), item ids (n,), embeddings (n, d)) of every embedded passage."""
@@ -540,13 +537,8 @@ class Catalog:
 
     def segment_items(self, segment_ids: Iterable[int]) -> dict[int, tuple[int, float, float]]:
         """segment id -> (item id, start, end)."""
-        ids = list(segment_ids)
-        out: dict[int, tuple[int, float, float]] = {}
-        for i in range(0, len(ids), 500):
-            chunk = ids[i : i + 500]
-            q = f"SELECT id, item_id, start, end FROM segments WHERE id IN ({','.join('?' * len(chunk))})"
-            out.update({r[0]: (r[1], r[2], r[3]) for r in self.conn.execute(q, chunk)})
-        return out
+        rows = self._rows_with_ids("SELECT id, item_id, start, end FROM segments", segment_ids)
+        return {r[0]: (r[1], r[2], r[3]) for r in rows}
 
     def fts(self, match: str, limit: int) -> list[tuple[int, float]]:
         """(item id, bm25 score, higher is better) for an FTS5 MATCH expression."""
