@@ -84,12 +84,17 @@ def link_clips(esc10: Path, work: Path, *, max_per_class: int | None = None) -> 
             continue
         per_class[cat] = per_class.get(cat, 0) + 1
         src = (esc10 / row["path"]).resolve()
-        link = clips_dir / f"clip_{n:04d}{src.suffix}"
-        if not link.is_symlink() or os.readlink(link) != str(src):
-            link.unlink(missing_ok=True)
-            link.symlink_to(src)
+        link = _link(clips_dir / f"clip_{n:04d}{src.suffix}", src)
         out.append(Clip(str(link), str(src), cat, int(row["fold"]), row["source_recording"]))
     return out
+
+
+def _link(link: Path, src: Path) -> Path:
+    """A symlink ``link`` -> ``src`` (resolved), replaced only when it points elsewhere."""
+    if not link.is_symlink() or os.readlink(link) != str(src.resolve()):
+        link.unlink(missing_ok=True)
+        link.symlink_to(src.resolve())
+    return link
 
 
 def average_precision(ranked_relevance: list[bool], n_relevant: int) -> float:
@@ -335,11 +340,7 @@ def _music_corpus(shared_data: Path, reference: Path, work: Path) -> dict[str, P
     sources = sorted((shared_data / "librosa").glob("*.ogg")) + sorted(reference.glob("*.wav"))
     out: dict[str, Path] = {}
     for n, src in enumerate(s for s in sources if "Lets_Go_Fishin" not in s.name):  # a duplicate upload
-        link = links / f"track_{n:02d}{src.suffix}"
-        if not link.is_symlink() or os.readlink(link) != str(src.resolve()):
-            link.unlink(missing_ok=True)
-            link.symlink_to(src.resolve())
-        out[src.stem] = link
+        out[src.stem] = _link(links / f"track_{n:02d}{src.suffix}", src)
     return out
 
 
@@ -502,13 +503,6 @@ def run_speech(
             out[f"ref_words_{name}"] = words
         out["retrieval"] = _spoken_retrieval(lib, {p: ref for p, (s, ref) in refs.items() if s == "asterisk"})
     return out
-
-
-def _link(link: Path, src: Path) -> Path:
-    if not link.is_symlink() or os.readlink(link) != str(src.resolve()):
-        link.unlink(missing_ok=True)
-        link.symlink_to(src.resolve())
-    return link
 
 
 def _spoken_retrieval(lib, refs: dict[str, str]) -> dict[str, Any]:
