@@ -198,6 +198,18 @@ def test_nothing_to_recognise_gives_no_passages(tiny):
     assert tiny.transcribe(decode.load(rain)) == []
 
 
+def test_what_whisper_writes_for_a_sneeze_is_dropped(tiny):
+    """Whisper hears "Thank you." in this sneeze, with a no-speech probability of 0.7."""
+    sneeze = decode.load(shared("esc10", "audio", "sneezing", "1-81883-A.ogg"))
+    assert tiny.transcribe(sneeze) == []
+    tiny.no_speech_threshold = 1.0
+    try:
+        kept = tiny.transcribe(sneeze)
+    finally:
+        tiny.no_speech_threshold = 0.5
+    assert kept and all(p.no_speech_prob >= 0.5 for p in kept)
+
+
 def test_timestamps_after_seven_seconds_of_noise(tiny):
     y = np.concatenate([_noise(7.0), _prompt("pls-hold-while-try"), _noise(1.0)])
     passages = tiny.transcribe(y)

@@ -90,7 +90,7 @@ class _Job:
     digest: str
 
 
-SPEECH_FRAMES = 2  # YAMNet frames (0.48 s hop) of confident speech (p >= 0.5) that make a file worth transcribing
+SPEECH_FRAMES = 1  # YAMNet frames (0.48 s hop) of confident speech (p >= 0.5) that make a file worth transcribing
 SPEECH_LABELS = ("Speech", "Narration, monologue", "Conversation", "Male speech, man speaking",
                  "Female speech, woman speaking", "Child speech, kid speaking")  # fmt: skip
 
@@ -104,8 +104,14 @@ def speech_frames(a: analyze.Analysis, analyzer: Analyzer) -> int:
 
 
 def wants_transcript(a: analyze.Analysis, analyzer: Analyzer) -> bool:
-    """Speech somewhere (even a few seconds in an hour of silence), and not a piece of music."""
-    return a.music is None and speech_frames(a, analyzer) >= SPEECH_FRAMES
+    """Speech somewhere (one confident frame, even in an hour of silence, or speech as the file's most
+    likely label), and not a piece of music. The VAD and Whisper's no-speech probability then decide
+    what is words: this gate only keeps recognition off files with no sign of a voice."""
+    if a.music is not None:
+        return False
+    means = a.item_means.get(analyzer.name)
+    top_is_speech = means is not None and analyzer.labels[int(np.argmax(means))] in SPEECH_LABELS
+    return top_is_speech or speech_frames(a, analyzer) >= SPEECH_FRAMES
 
 
 def _passages(path: str, transcriber: Any) -> list[dict[str, Any]]:
