@@ -539,6 +539,7 @@
     try {
       await api("/api/index", { method: "POST", headers, body: JSON.stringify({ paths: [path] }) });
       if (t) sessionStorage.setItem("soundscope-token", t);
+      polling = 0; // watch this job: refresh stats and results when it ends, even if it already has
       await refreshJobs();
     } catch (e) {
       err.textContent = e.status === 401 || e.status === 403 ? `${e.message}. Enter the token printed when the server started.` : e.message;
