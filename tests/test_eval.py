@@ -36,3 +36,21 @@ def test_clip_names_carry_no_labels(esc10_report, tmp_path_factory):
     assert len(clips) == 10
     for c in clips:
         assert c.category not in c.path
+
+
+@pytest.fixture(scope="module")
+def speech_report(tmp_path_factory):
+    return evaluate.run_speech(shared(), tmp_path_factory.mktemp("speech"), jobs=2)
+
+
+def test_spoken_content_evaluation_meets_targets(speech_report):
+    """All 568 Asterisk prompts (tiny.en): stored-transcript WER, and each prompt of 4+ words found
+    first by a few of its own words (issue target R@1 >= 0.90)."""
+    r = speech_report
+    assert r["indexed"] == 572 and r["failed"] == 0
+    assert r["wer_asterisk"] <= 0.08 and r["wer_librispeech"] <= 0.08
+    ident, rand = r["retrieval"]["identifying"], r["retrieval"]["random"]
+    assert ident["queries"] == rand["queries"] >= 240
+    assert ident["r_at_1"] >= 0.90 and ident["r_at_5"] >= 0.97
+    assert rand["r_at_1"] >= 0.80  # 3 words at random: often shared with a near-duplicate prompt
+    assert "R@1" in evaluate.format_speech(r)

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from soundscope import query
-from soundscope.query import ParsedQuery, parse
+from soundscope.query import LONG_S, ParsedQuery, parse
 
 SUITE = query.load_suite()
 
@@ -223,3 +223,29 @@ def test_parse_latency_p50():
     p50 = statistics.median(times)
     print(f"parse p50 {p50:.3f} ms over {len(times)} parses")
     assert p50 < 20.0
+
+
+def test_said_keeps_constraint_words_but_not_negated_ones():
+    """A transcript may say "longer", "muted" or "extended": they stay searchable as words."""
+    p = parse("the conference has been extended and is muted")
+    assert p.duration == (LONG_S, None) and p.duration_word == "long" and p.loudness == "quiet"
+    assert p.said == "the conference has been extended and is muted"
+    p = parse("you are no longer muted")  # negation flips the attributes, the words stay
+    assert p.duration_word == "short" and p.loudness == "loud"
+    assert p.said.split()[-2:] == ["longer", "muted"]
+    p = parse("a long recording of rain without thunder")
+    assert "thunder" not in p.said and "long" in p.said
+    assert parse("没有人声的钢琴曲").said.find("人声") == -1
+    assert parse("someone says 'hello there'").said == "hello there"
+
+
+def test_duration_words_are_preferences_and_numbers_are_limits():
+    assert parse("a short clip of a dog").duration_word == "short"
+    assert parse("not too long").duration_word == "short"
+    assert parse("dogs under 10 seconds").duration_word is None
+    assert parse("dogs under 10 seconds").duration == (None, 10.0)
+
+
+def test_musical_reading():
+    assert parse("slow piano").musical and parse("jazz").musical and parse("female vocals").musical
+    assert not parse("now muted").musical and not parse("dog barking").musical

@@ -91,3 +91,13 @@ def test_empty_query_and_show(demo_lib):
     assert item["labels"]["yamnet"][0][1] > 0.5 and item["segments"]
     with pytest.raises(KeyError):
         demo_lib.show(10**9)
+
+
+def test_duration_words_prefer_and_numbers_filter(demo_lib):
+    """Nothing in the demo corpus lasts 5 minutes: "long" reorders, "over 5 minutes" filters."""
+    hits = demo_lib.search("a long recording of rain", limit=3)
+    assert hits and "/rain/" in hits[0].path
+    assert not any(w.startswith("duration") for w in hits[0].why)  # 5 s is not "long": not claimed
+    assert demo_lib.search("rain over 5 minutes", limit=3) == []
+    music = demo_lib.search("a long piece of music", limit=3)
+    assert music and max(r.duration_s for r in music) >= 60

@@ -93,3 +93,57 @@ def test_search_cli_shows_mmss(demo_lib, query):
         timeout=120,
     )
     assert " 00:0" in out.stdout.splitlines()[0]
+
+
+PROMPTS = [  # Asterisk prompts: targets and the near-duplicates that compete with them
+    "agent-pass", "agent-user", "agent-incorrect", "auth-incorrect", "vm-reenterpassword",
+    "conf-extended", "conf-nonextended", "conf-muted", "conf-unmuted", "confbridge-unmuted",
+    "conf-now-unmuted", "conf-onlyperson", "conf-onlyone", "confbridge-only-participant",
+    "enter-num-blacklist", "entr-num-rmv-blklist", "conf-locked", "vm-goodbye",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def prompts_lib(tmp_path_factory, yamnet_model):
+    root = shared("asterisk-en", "audio")
+    folder = tmp_path_factory.mktemp("prompts")
+    for name in PROMPTS:
+        (folder / f"{name}.wav").symlink_to(next(root.rglob(f"{name}.wav")))
+    lib = Library(tmp_path_factory.mktemp("prompts-data"), analyzers=[yamnet_model], music_analyzers=[])
+    assert lib.index([str(folder)]).indexed == len(PROMPTS)
+    yield lib
+    lib.close()
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("no longer muted", "confbridge-unmuted"),  # "longer" (a duration word) and "muted" are words said
+        ("conference cannot extended", "conf-nonextended"),  # no "long recordings only" filter
+        ("removed from the blacklist", "entr-num-rmv-blklist"),  # the recogniser wrote "black list"
+        ("currently the only person", "conf-onlyperson"),  # all three words beat "currently" alone
+        ("you are now muted", "conf-muted"),  # beats "now unmuted" and "no longer muted"
+    ],
+)
+def test_spoken_queries_find_the_prompt(prompts_lib, query, expected):
+    hits = prompts_lib.search(query, limit=3)
+    assert hits and hits[0].path.endswith(f"/{expected}.wav"), [(h.path, h.why) for h in hits]
+    assert "speech" in hits[0].kinds
+
+
+def test_a_variant_match_is_marked_and_ranks_below_exact_words(prompts_lib):
+    hit = prompts_lib.search("removed from the blacklist", limit=1)[0]
+    said = next(w for w in hit.why if w.startswith("says at")).lower()
+    assert "\u00abblack\u00bb \u00ablist\u00bb" in said and "\u00abremoved\u00bb" in said
+    # the prompt saying "blacklisted" itself beats the one whose "black list" only sounds alike
+    hits = prompts_lib.search("number to be blacklisted", limit=2)
+    assert [h.path.rsplit("/", 1)[1] for h in hits] == ["enter-num-blacklist.wav", "entr-num-rmv-blklist.wav"]
+    assert hits[0].evidence["transcript"] > hits[1].evidence["transcript"] + 50  # a whole word apart
+
+
+def test_a_one_word_prompt_is_transcribed(prompts_lib):
+    """Under a second of speech (one YAMNet frame) is enough to run the recogniser."""
+    cat = prompts_lib.store.catalog
+    item = next(r for r in cat.items() if r.path.endswith("/vm-goodbye.wav"))
+    assert item.duration_s < 1.5
+    assert "goodbye" in " ".join(p["text"] for p in cat.passages_of(item.id)).lower()

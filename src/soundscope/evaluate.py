@@ -505,11 +505,19 @@ def run_speech(
     return out
 
 
+MISSES_SHOWN = 8  # missed queries listed per mode in the report
+IDENTIFY_POOL = 12  # rarest content words of a prompt among which identifying queries are sought
+
+
 def _spoken_retrieval(lib, refs: dict[str, str]) -> dict[str, Any]:
-    """Each prompt (of 4+ words) queried by 3 of its own words: its 3 rarest ("distinctive", the
-    headline) and 3 at random. A hit is the prompt or one with the same transcript. ``ceiling`` is the
-    share of queries whose words occur together in no prompt with a different transcript."""
-    from . import wer
+    """Each prompt (of 4+ words) queried by a few of its own words, never the whole sentence:
+    "identifying" (the headline): the fewest (3-5) that no prompt with another transcript also says;
+    "distinctive": its 3 rarest; "random": 3 at random. A hit is the prompt or one with the same
+    transcript. ``ceiling`` is the share of queries whose words occur together in no prompt with a
+    different transcript (the rest cannot tell their prompt from another by words alone)."""
+    import itertools
+
+    from . import textnorm, wer
 
     texts = {p: " ".join(wer.normalize(ref)) for p, ref in refs.items()}
     vocab = {p: set(t.split()) for p, t in texts.items()}
@@ -523,13 +531,20 @@ def _spoken_retrieval(lib, refs: dict[str, str]) -> dict[str, Any]:
         return any(set(words) <= vocab[o] and texts[o] != texts[p] for o in refs)
 
     def identifying(ref: str, p: str) -> list[str] | None:
-        """The 3 rarest words, plus the next rarest (up to 5, never the whole sentence) until unique."""
-        words = None
-        for n in (3, 4, 5):
-            words = _query_words(ref, seed="", n=n, df=df) or words
-            if words is None or not ambiguous(words, p):
-                break
-        return words
+        """The fewest words (3 to 5, never the whole sentence) that no prompt with another transcript
+        also says, the rarest such set; the 3 rarest words when no set of 5 or fewer is unique."""
+        rarest = _query_words(ref, seed="", n=3, df=df)
+        if rarest is None:
+            return None
+        words = wer.normalize(ref)
+        content = [w for w in dict.fromkeys(words) if len(w) > 2 and w not in textnorm.STOPWORDS]
+        pool = sorted(content, key=lambda w: (df.get(w, 0), content.index(w)))[:IDENTIFY_POOL]
+        for n in range(3, min(5, len(words) - 1) + 1):
+            sets = sorted(itertools.combinations(pool, n), key=lambda c: sum(df.get(w, 0) for w in c))
+            unique = next((c for c in sets if not ambiguous(list(c), p)), None)
+            if unique is not None:
+                return sorted(unique, key=content.index)
+        return rarest
 
     for mode in ("identifying", "distinctive", "random"):
         ranks, misses, latencies, answerable, unique_ranks = [], [], [], 0, []
@@ -549,7 +564,7 @@ def _spoken_retrieval(lib, refs: dict[str, str]) -> dict[str, Any]:
             ranks.append(rank)
             if unique:
                 unique_ranks.append(rank)
-            if rank != 1 and len(misses) < 8:
+            if rank != 1 and len(misses) < MISSES_SHOWN:
                 misses.append({"query": " ".join(words), "reference": ref, "rank": rank})
         n = max(len(ranks), 1)
         out[mode] = {

@@ -1377,11 +1377,20 @@ class ParsedQuery:
     tempo: tuple[float | None, float | None] | None = None  # BPM range
     tempo_word: str | None = None  # "slow" | "fast"
     duration: tuple[float | None, float | None] | None = None  # seconds range
+    duration_word: str | None = None  # "long" | "short" when the range comes from a word: a preference, not a filter
     loudness: str | None = None  # "quiet" | "loud"
     vocals: str | None = None  # "none" | "female" | "male" | "any"
     kind: str | None = None  # "music" | "speech"
     spoken: str | None = None  # content someone says
+    said: str = ""  # every positive word as typed (constraint words too): what a transcript may contain
     _src: dict[str, str] = field(default_factory=dict, init=False, repr=False, compare=False)  # term -> query words
+    _music_words: bool = field(default=False, init=False, repr=False, compare=False)  # instrument/genre/mood terms
+
+    @property
+    def musical(self) -> bool:
+        """The query has a musical reading (an instrument, genre, mood, tempo or vocals, or music asked
+        for): then sound and music evidence keep their weight even where a transcript says its words."""
+        return bool(self.kind == "music" or self.tempo_word or self.vocals or self._music_words)
 
     _FIELDS = (
         "raw",
@@ -1395,10 +1404,12 @@ class ParsedQuery:
         "tempo",
         "tempo_word",
         "duration",
+        "duration_word",
         "loudness",
         "vocals",
         "kind",
         "spoken",
+        "said",
     )
 
     def explain(self) -> dict[str, Any]:
@@ -1513,6 +1524,7 @@ class _Reading:
     def __init__(self, toks: list[_Tok]) -> None:
         self.toks = toks
         self.keep = [False] * len(toks)  # which tokens make up ``semantic``
+        self.heard = [False] * len(toks)  # tokens outside negations: words a transcript may contain
         self.include: list[str] = []
         self.exclude: list[str] = []
         self.src: dict[str, str] = {}  # English term -> the query word it came from
@@ -1523,6 +1535,7 @@ class _Reading:
         self.tempo_word: str | None = None
         self.tempo_neg: tuple[float | None, float | None] | None = None
         self.dur_word: tuple[float | None, float | None] | None = None
+        self.dur_name: str | None = None  # the word's sense ("long"/"short") after negation
         self.loud: str | None = None
 
     def run(self) -> None:
@@ -1548,6 +1561,8 @@ class _Reading:
                     continue
                 if u.role in ("neg", "end", "punct", "mark", "list") or not self.negative(u):
                     break
+                # a negated attribute flips the constraint ("no longer" = short), but the word may be said
+                self.heard[i] = u.role in ("tempo", "tempo_kind", "loud", "dur")
                 negated = negated or u.role not in ("filler", "person", "generic", "stop")
                 i += 1
                 if single and negated:
@@ -1559,6 +1574,7 @@ class _Reading:
     def positive(self, idx: int) -> None:
         t = self.toks[idx]
         r = t.role
+        self.heard[idx] = r not in ("punct", "mark", "novoice", "novocal")  # 没有人声 carries its negation
         if r in ("content", "speechword"):
             self.keep[idx] = True
             self.include.extend(t.terms)
@@ -1579,6 +1595,7 @@ class _Reading:
             self.loud = t.value
         elif r == "dur":
             self.dur_word = (None, SHORT_S) if t.value == "short" else (LONG_S, None)
+            self.dur_name = t.value
         elif r == "vocals":
             self.vocals = t.value
             self.music_context = True
@@ -1619,6 +1636,7 @@ class _Reading:
             self.loud = "quiet" if t.value == "loud" else "loud"
         elif r == "dur":
             self.dur_word = (None, LONG_S) if t.value == "long" else (SHORT_S, None)
+            self.dur_name = "short" if t.value == "long" else "long"
         elif r == "vocals":
             self.exclude.append(f"{t.value} vocals")
         else:
@@ -1684,18 +1702,20 @@ def parse(text: str) -> ParsedQuery:
             q.tempo = (FAST_BPM, None)
         else:
             q.tempo = r.tempo_neg
-    if q.duration is None:
-        q.duration = r.dur_word
+    if q.duration is None and r.dur_word is not None:
+        q.duration, q.duration_word = r.dur_word, r.dur_name
 
     q.exclude = list(dict.fromkeys(x for x in r.exclude if x))
     q.include = [x for x in dict.fromkeys(r.include) if x and x not in q.exclude]
     q._src = r.src
+    q._music_words = r.music_context
 
     kept = r.semantic_tokens()
     q.semantic = _join([t.text for t in kept])
     if not q.semantic:
         q.semantic = q.spoken or ((_KIND_ZH if q.language != "en" else _KIND_EN)[q.kind] if q.kind else "")
     q.text_en = " ".join(dict.fromkeys(t.en for t in kept if t.en and t.role in ("content", "kind", "speechword")))
+    q.said = q.spoken or _join([t.text for t, h in zip(r.toks, r.heard, strict=True) if h])
     return q
 
 

@@ -1,12 +1,16 @@
 """Search: text queries and query-by-example over a :class:`Store`, ranked and explained.
 
-Text queries run three rankers and fuse them with weighted reciprocal-rank fusion:
+Text queries run these rankers and fuse them with weighted reciprocal-rank fusion:
 
 * ``labels``: zero-shot label matching. The query and every model label are embedded by the
   multilingual text encoder; similarities become weights over labels (softmax over the best
   few); an item scores the weighted sum of its label probabilities.
 * ``description``: cosine between the query and each item's stored description.
 * ``keyword``: SQLite FTS5 (BM25) over file names, tags and descriptions.
+* ``transcript``: the query words said in each file's transcript, tolerant of recognition errors
+  (:mod:`wordmatch`); ``transcript_meaning``: the query's cosine with each transcript passage.
+* ``descriptors`` and ``kind``: measured tempo, loudness and duration against the words that ask for
+  them ("slow", "quiet", "long"), and the kind the query implies.
 
 Query by example embeds the clip with the same audio model, finds the nearest segments in the
 vector index and keeps each file's best segment.
@@ -16,13 +20,14 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
 import numpy as np
 
-from . import analyze, describe, textnorm
+from . import analyze, describe, textnorm, wordmatch
 from .ingest import DESCRIPTION_SPACE
 from .store import Store
 from .text import TextEncoder
@@ -43,6 +48,10 @@ SPARSE_RANKERS = {"keyword", "descriptors", "transcript", "transcript_meaning", 
 MIN_EVIDENCE = {"labels": 0.001}
 COORDINATION_TOP = 300  # items (by best passage BM25) whose whole transcript is checked word by word
 COORDINATION_STEP = 100.0  # each query word found in an item's transcript outweighs any BM25 difference
+WORD_MODE_SLACK = 0.5  # a query is about words when some transcript says all of them (less this much fuzziness)
+PROXIMITY = 5.0  # bonus for a passage holding the query words next to each other (words / window)
+TRANSCRIPT_CACHE = 20000  # items whose tokenised transcripts a Searcher keeps between queries
+COVERAGE = 10.0  # bonus for a transcript the query words describe completely (words found / its content words)
 MEANING_MIN = 0.35  # passage-query cosine below which a passage is not evidence
 EXCLUDE_MIN = 0.3  # item-level probability of a negated label above which an item is excluded
 
@@ -85,8 +94,8 @@ def localize(why: list[str], language: str) -> list[str]:
 def satisfied(pq, r: Result, m: _Matrices) -> list[str]:
     """The parsed constraints this result meets (only those it meets): duration, tempo, kind, exclusions."""
     out = []
-    if pq.duration:
-        lo, hi = pq.duration
+    lo, hi = pq.duration or (None, None)
+    if pq.duration and (lo or 0.0) <= r.duration_s <= (hi if hi is not None else float("inf")):
         rng = f"{'' if lo is None else describe.format_clock(lo)}–{'' if hi is None else describe.format_clock(hi)}"
         out.append(f"duration {describe.format_clock(r.duration_s)} within {rng}")
     pos = m.position(r.item_id)
@@ -103,9 +112,10 @@ def satisfied(pq, r: Result, m: _Matrices) -> list[str]:
     return out
 
 
-def mark_words(text: str, query: str, *, width: int = 160) -> str:
-    """``text`` with the query's words wrapped in «», cut to about ``width`` characters around the first."""
-    wanted = {w for w in textnorm.segment(query) if w not in textnorm.STOPWORDS}
+def mark_words(text: str, query: str, *, width: int = 160, also: Iterable[str] = ()) -> str:
+    """``text`` with the query's words (and the transcript words in ``also``, e.g. the variants that
+    matched them) wrapped in «», cut to about ``width`` characters around the first."""
+    wanted = {w for w in textnorm.segment(query) if w not in textnorm.STOPWORDS} | set(also)
     pieces = re.split(r"(\w+)", text)
     marked = [f"«{p}»" if p and textnorm.index_text(p) in wanted else p for p in pieces]
     out = "".join(marked)
@@ -125,7 +135,8 @@ def descriptor_scores(m: _Matrices, wanted: dict[str, Any]) -> np.ndarray:
 
     tempo (lo, hi) BPM: 1 inside the range, falling linearly to 0 at 40 BPM outside, scaled by the
     tempo confidence; loudness "quiet": 1 at <= -35
-    LUFS falling to 0 at -14; "loud": the reverse.
+    LUFS falling to 0 at -14; "loud": the reverse. duration (lo, hi) seconds: 1 inside, else the ratio
+    of the duration to the bound it misses.
     """
     score = np.zeros(m.ids.shape[0], np.float32)
     n = 0
@@ -144,7 +155,24 @@ def descriptor_scores(m: _Matrices, wanted: dict[str, Any]) -> np.ndarray:
         word = wanted["loudness"]
         score += np.where(has, np.clip((-14 - lufs) / 21 if word == "quiet" else (lufs + 35) / 21, 0, 1), 0)
         n += 1
+    if "duration" in wanted:
+        lo, hi = wanted["duration"]
+        d = np.maximum(m.durations, 1e-3)
+        score += np.minimum(1.0 if lo is None else np.clip(d / lo, 0, 1), 1.0 if hi is None else np.clip(hi / d, 0, 1))
+        n += 1
     return score / max(n, 1)
+
+
+def measured_text(m: _Matrices, i: int, wanted: dict[str, Any]) -> str:
+    """The measured values behind a descriptor match, e.g. "109 BPM, -23 LUFS" or "6:12"."""
+    parts = []
+    if "tempo" in wanted:
+        parts.append(f"{m.tempo[i]:.0f} BPM")
+    if "loudness" in wanted or "tempo" in wanted:
+        parts.append(f"{m.lufs[i]:.0f} LUFS")
+    if "duration" in wanted:
+        parts.append(describe.format_clock(float(m.durations[i])))
+    return ", ".join(parts)
 
 
 @dataclass
@@ -231,7 +259,7 @@ def _with_parsed(filters: Filters | None, pq) -> Filters:
     """User filters, tightened by the duration range the query asks for (a kind the query implies, as in
     "a slow song", is a preference scored by the ``kind`` ranker, not a filter: "whale song" is no music)."""
     f = Filters(**(filters.__dict__ if filters else {}))
-    if pq.duration:
+    if pq.duration and not pq.duration_word:  # "long" alone is a preference (see parsed_descriptors)
         lo, hi = pq.duration
         if lo is not None:
             f.min_duration = max(lo, f.min_duration or 0.0)
@@ -241,12 +269,15 @@ def _with_parsed(filters: Filters | None, pq) -> Filters:
 
 
 def parsed_descriptors(pq) -> dict[str, Any]:
-    """What the measured descriptors should satisfy: {"tempo": (lo, hi)} and/or {"loudness": word}."""
+    """What the measured descriptors should satisfy: {"tempo": (lo, hi)}, {"loudness": word} and
+    {"duration": (lo, hi)} when the duration came from a word ("long", "短"), not a number."""
     out: dict[str, Any] = {}
     if pq.tempo:
         out["tempo"] = pq.tempo
     if pq.loudness:
         out["loudness"] = pq.loudness
+    if pq.duration and pq.duration_word:
+        out["duration"] = pq.duration
     return out
 
 
@@ -260,6 +291,8 @@ class Searcher:
         self.temperature = temperature
         self._m: _Matrices | None = None
         self._passages: tuple[int, np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._lexicon: tuple[int, wordmatch.Lexicon] | None = None
+        self._transcripts: tuple[int, dict[int, list[tuple[dict[str, Any], list[str]]]]] = (-1, {})
 
     # -- cached state ---------------------------------------------------------------------------
     def _spaces(self) -> dict[str, dict[str, Any]]:
@@ -383,16 +416,20 @@ class Searcher:
         if wanted:
             raw["descriptors"] = descriptor_scores(m, wanted)
         raw["description"] = m.desc @ q if m.desc is not None else np.zeros_like(label_score)
-        words = pq.spoken or positive
+        words = pq.said or positive  # constraint words too: "longer", "muted" may be what was said
         raw["keyword"] = self._keyword_scores(m, " ".join(texts))
         spoken: dict[int, dict[str, Any]] = {}
-        raw["transcript"] = self._transcript_keyword(m, words, spoken)
+        terms = wordmatch.terms(words, self.lexicon())
+        raw["transcript"] = self._transcript_keyword(m, terms, spoken)
         raw["transcript_meaning"] = self._transcript_meaning(m, self.encoder.encode([words])[0], spoken)
         weights = dict(RANKER_WEIGHTS)
         strength = 0.25 if pq.spoken else label_strength(label_sims)
-        n_terms = len(textnorm.query_terms(words))
-        if n_terms >= 2 and raw["transcript"].max(initial=0.0) >= n_terms * COORDINATION_STEP:
-            strength = min(strength, 0.4)  # some transcript says every word: the query is (also) about words
+        said = np.zeros(m.ids.shape[0], np.float32)  # coordination: how many query words each transcript says
+        for pos, p in spoken.items():
+            said[pos] = p.get("coordination", 0.0)
+        word_mode = len(terms) >= 2 and said.max(initial=0.0) >= len(terms) - WORD_MODE_SLACK
+        if word_mode and not pq.musical:  # "slow piano" said in a podcast: the music still comes first
+            strength = min(strength, 0.4)  # some transcript says every word: the query is about words
         weights["labels"] *= strength
         weights["transcript"] *= 1.0 + 3.0 * (1.0 - strength)  # a query no sound label fits is about words
         for name, score in raw.items():
@@ -406,10 +443,15 @@ class Searcher:
         for name, order in rankings.items():
             r = tied_ranks(raw[name][order])
             ranks[name] = {int(i): int(k) for i, k in zip(order, r, strict=True)}
-            k = RRF_K * strength if name == "transcript" else RRF_K  # sharper when the query is about words
-            fused[order] += weights[name] / (k + 1 + r)
+            if name == "transcript":  # sharper when the query is about words; a partial match counts in part
+                share = np.clip(said[order] / max(len(terms), 1), 0.0, 1.0) if said.any() else 1.0
+                fused[order] += weights[name] * share / (RRF_K * strength + 1 + r)
+            else:
+                fused[order] += weights[name] / (RRF_K + 1 + r)
         best = [i for i in np.argsort(-fused, kind="stable") if mask[i] and fused[i] > 0][:limit]
-        results = [self._text_result(m, int(i), float(fused[i]), matches, raw, ranks, spoken, words) for i in best]
+        results = [
+            self._text_result(m, int(i), float(fused[i]), matches, raw, ranks, spoken, words, wanted) for i in best
+        ]
         for r in results:
             r.why = localize(r.why + satisfied(pq, r, m), pq.language)
         return results
@@ -420,13 +462,39 @@ class Searcher:
             self._passages = (gen, *self.store.catalog.passage_matrix())
         return self._passages[1:]
 
-    def _transcript_keyword(self, m: _Matrices, query: str, spoken: dict[int, dict[str, Any]]) -> np.ndarray:
-        """Coordination-level match of the query words over each item's whole transcript, then BM25 of
-        its best passage: an item whose transcript holds every query word (in any of its passages)
-        outranks one holding some. Fills ``spoken`` with each item's best passage."""
+    def lexicon(self) -> wordmatch.Lexicon:
+        """The transcripts' vocabulary (cached until passages change), for error-tolerant word matching."""
+        gen = self.store.catalog.generation("passages")
+        if self._lexicon is None or self._lexicon[0] != gen:
+            self._lexicon = (gen, wordmatch.Lexicon(self.store.catalog.transcript_words()))
+        return self._lexicon[1]
+
+    def _transcript(self, item_id: int) -> list[tuple[dict[str, Any], list[str]]]:
+        """An item's passages with their index tokens, cached until passages change (at most
+        :data:`TRANSCRIPT_CACHE` items are kept)."""
+        gen = self.store.catalog.generation("passages")
+        if self._transcripts[0] != gen or len(self._transcripts[1]) >= TRANSCRIPT_CACHE:
+            self._transcripts = (gen, {})
+        cache = self._transcripts[1]
+        if item_id not in cache:
+            passages = self.store.catalog.passages_of(item_id, with_words=False)
+            cache[item_id] = [(p, textnorm.index_text(p["text"]).split()) for p in passages]
+        return cache[item_id]
+
+    def _transcript_keyword(
+        self, m: _Matrices, terms: list[wordmatch.Term], spoken: dict[int, dict[str, Any]]
+    ) -> np.ndarray:
+        """How well each item's transcript says the query words (see :mod:`wordmatch`).
+
+        Score: :data:`COORDINATION_STEP` x the coordination of the whole transcript (1 per word said
+        exactly, less for a split, stem or sound-alike variant), plus the BM25 of its best passage, up
+        to :data:`PROXIMITY` when a passage holds the words close together and up to :data:`COVERAGE`
+        when the query words are most of what the transcript says. So a transcript saying every word
+        outranks one saying some, whatever BM25 says; among those saying all, the one the query
+        describes best comes first. Fills ``spoken`` with the passage saying most of it (and, per
+        item, ``coordination`` and the transcript words that matched)."""
         out = np.zeros(m.ids.shape[0], np.float32)
-        expr = textnorm.fts_query(query)
-        terms = textnorm.query_terms(query)
+        expr = wordmatch.fts_expression(terms)
         hits = self.store.catalog.fts_passages(expr, limit=2000) if expr else []
         if not hits:
             return out
@@ -444,19 +512,25 @@ class Searcher:
                 out[pos] = score
                 spoken[pos] = {**p, "how": "words"}
                 continue
-            passages = self.store.catalog.passages_of(int(m.ids[pos]))
-            tokens = [set(textnorm.index_text(x["text"]).split()) for x in passages]
-            everything = set().union(*tokens) if tokens else set()
-            matched = sum(any(set(alt.split()) <= everything for alt in term) for term in terms)
-            out[pos] = matched * COORDINATION_STEP + score
-            own = [sum(any(set(alt.split()) <= t for alt in term) for term in terms) for t in tokens]
-            shown = passages[int(np.argmax(own))] if own and max(own) > 0 else p  # the passage saying most of it
+            transcript = self._transcript(int(m.ids[pos]))
+            passages, tokens = [p for p, _ in transcript], [t for _, t in transcript]
+            whole = wordmatch.coordination(terms, [t for ts in tokens for t in ts])
+            own = [wordmatch.coordination(terms, ts) for ts in tokens]
+            k = max(range(len(own)), key=lambda j: (own[j].score, -own[j].span)) if own else -1
+            shown = passages[k] if k >= 0 and own[k].score > 0 else p
+            near = own[k] if k >= 0 else whole
+            proximity = len(near.found) / near.span if len(near.found) >= 2 and near.span else 0.0
+            content = {t for ts in tokens for t in ts if t not in textnorm.STOPWORDS}
+            coverage = len(whole.found) / max(len(content), 1)  # how much of what it says the query names
+            out[pos] = whole.score * COORDINATION_STEP + score + PROXIMITY * proximity + COVERAGE * coverage
             spoken[pos] = {
                 "item_id": int(m.ids[pos]),
                 "start": shown["start"],
                 "end": shown["end"],
                 "text": shown["text"],
                 "how": "words",
+                "said": sorted({t for v in whole.found.values() for t in v}),
+                "coordination": whole.score,
             }
         return out
 
@@ -535,6 +609,7 @@ class Searcher:
         ranks: dict[str, dict[int, int]],
         spoken: dict[int, dict[str, Any]],
         query: str,
+        wanted: dict[str, Any],
     ) -> Result:
         row = self.store.catalog.item(int(m.ids[i]))
         assert row is not None
@@ -554,15 +629,16 @@ class Searcher:
             kinds.append("music" if all(space.startswith("musicnn") for _, _, space in strong) else "sound")
         passage = spoken.get(i)
         if passage:
-            said = mark_words(passage["text"], query)
+            said = mark_words(passage["text"], query, also=passage.get("said", ()))
             how = "says" if passage["how"] == "words" else "talks about it"
             why.append(f"{how} at {describe.format_clock(passage['start'])}: “{said}”")
             kinds.append("speech")
         if ranks["description"].get(i, 1 << 30) < 10:
             why.append(f"description matches ({raw['description'][i]:.2f}): {row.description}")
         if "descriptors" in raw and raw["descriptors"][i] > 0:
-            why.append(f"measured {m.tempo[i]:.0f} BPM, {m.lufs[i]:.0f} LUFS (fit {raw['descriptors'][i]:.2f})")
-            kinds.append("music")
+            why.append(f"measured {measured_text(m, i, wanted)} (fit {raw['descriptors'][i]:.2f})")
+            if "tempo" in wanted:
+                kinds.append("music")
         if raw["keyword"][i] > 0:
             why.append("keywords match name/tags/description")
             kinds.append("text")

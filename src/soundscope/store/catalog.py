@@ -378,8 +378,8 @@ class Catalog:
         ).lastrowid
         self.conn.execute("INSERT INTO passages_fts(rowid, text) VALUES(?, ?)", (pid, index_text(context)))
 
-    def passages_of(self, item_id: int) -> list[dict[str, Any]]:
-        """The transcript of one item: passages in time order."""
+    def passages_of(self, item_id: int, *, with_words: bool = True) -> list[dict[str, Any]]:
+        """The transcript of one item: passages in time order (``words``: None unless ``with_words``)."""
         rows = self.conn.execute(
             "SELECT id, start, end, text, language, avg_logprob, no_speech_prob, words FROM passages "
             "WHERE item_id=? ORDER BY start",
@@ -394,7 +394,7 @@ class Catalog:
                 "language": r[4],
                 "avg_logprob": r[5],
                 "no_speech_prob": r[6],
-                "words": json.loads(r[7]) if r[7] else None,
+                "words": json.loads(r[7]) if r[7] and with_words else None,
             }
             for r in rows
         ]
@@ -428,6 +428,13 @@ class Catalog:
         except sqlite3.OperationalError:
             return []
         return [(int(r[0]), float(r[1])) for r in rows]
+
+    def transcript_words(self) -> list[str]:
+        """Every distinct token in the transcript index (what :func:`textnorm.index_text` stored)."""
+        self.conn.execute(
+            "CREATE VIRTUAL TABLE IF NOT EXISTS temp.passages_vocab USING fts5vocab(main, passages_fts, row)"
+        )
+        return [r[0] for r in self.conn.execute("SELECT term FROM temp.passages_vocab")]
 
     def update_location(self, item_id: int, *, path: str, root: str, size: int, mtime: float) -> None:
         """Record that an unchanged item moved or was touched (no re-analysis)."""
