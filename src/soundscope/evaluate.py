@@ -433,6 +433,15 @@ def run_music(shared_data: Path, reference: Path, work: Path, *, progress=None) 
 
 
 # --- speech -----------------------------------------------------------------------------------------
+def _content_words(reference: str) -> tuple[list[str], list[str]]:
+    """(all normalised words, the distinct content words in sentence order) of a transcript: the words
+    queries are made of (3+ letters, not stop words)."""
+    from . import textnorm, wer
+
+    words = wer.normalize(reference)
+    return words, [w for w in dict.fromkeys(words) if len(w) > 2 and w not in textnorm.STOPWORDS]
+
+
 def _query_words(reference: str, seed: str, n: int = 3, *, df: dict[str, int] | None = None) -> list[str] | None:
     """``n`` content words of a transcript, in sentence order; None for prompts under 4 words.
 
@@ -441,10 +450,7 @@ def _query_words(reference: str, seed: str, n: int = 3, *, df: dict[str, int] | 
     """
     import random
 
-    from . import textnorm, wer
-
-    words = wer.normalize(reference)
-    content = [w for w in dict.fromkeys(words) if len(w) > 2 and w not in textnorm.STOPWORDS]
+    words, content = _content_words(reference)
     if len(content) < 2 or len(words) < 4:
         return None
     if df is not None:
@@ -517,7 +523,7 @@ def _spoken_retrieval(lib, refs: dict[str, str]) -> dict[str, Any]:
     different transcript (the rest cannot tell their prompt from another by words alone)."""
     import itertools
 
-    from . import textnorm, wer
+    from . import wer
 
     texts = {p: " ".join(wer.normalize(ref)) for p, ref in refs.items()}
     vocab = {p: set(t.split()) for p, t in texts.items()}
@@ -536,8 +542,7 @@ def _spoken_retrieval(lib, refs: dict[str, str]) -> dict[str, Any]:
         rarest = _query_words(ref, seed="", n=3, df=df)
         if rarest is None:
             return None
-        words = wer.normalize(ref)
-        content = [w for w in dict.fromkeys(words) if len(w) > 2 and w not in textnorm.STOPWORDS]
+        words, content = _content_words(ref)
         pool = sorted(content, key=lambda w: (df.get(w, 0), content.index(w)))[:IDENTIFY_POOL]
         for n in range(3, min(5, len(words) - 1) + 1):
             sets = sorted(itertools.combinations(pool, n), key=lambda c: sum(df.get(w, 0) for w in c))

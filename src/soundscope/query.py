@@ -1535,7 +1535,6 @@ class _Reading:
         self.tempo_word: str | None = None
         self.tempo_neg: tuple[float | None, float | None] | None = None
         self.dur_word: tuple[float | None, float | None] | None = None
-        self.dur_name: str | None = None  # the word's sense ("long"/"short") after negation
         self.loud: str | None = None
 
     def run(self) -> None:
@@ -1595,7 +1594,6 @@ class _Reading:
             self.loud = t.value
         elif r == "dur":
             self.dur_word = (None, SHORT_S) if t.value == "short" else (LONG_S, None)
-            self.dur_name = t.value
         elif r == "vocals":
             self.vocals = t.value
             self.music_context = True
@@ -1636,7 +1634,6 @@ class _Reading:
             self.loud = "quiet" if t.value == "loud" else "loud"
         elif r == "dur":
             self.dur_word = (None, LONG_S) if t.value == "long" else (SHORT_S, None)
-            self.dur_name = "short" if t.value == "long" else "long"
         elif r == "vocals":
             self.exclude.append(f"{t.value} vocals")
         else:
@@ -1703,7 +1700,8 @@ def parse(text: str) -> ParsedQuery:
         else:
             q.tempo = r.tempo_neg
     if q.duration is None and r.dur_word is not None:
-        q.duration, q.duration_word = r.dur_word, r.dur_name
+        q.duration = r.dur_word
+        q.duration_word = "long" if r.dur_word[0] is not None else "short"  # after any negation
 
     q.exclude = list(dict.fromkeys(x for x in r.exclude if x))
     q.include = [x for x in dict.fromkeys(r.include) if x and x not in q.exclude]

@@ -70,7 +70,8 @@ def query_terms(text: str) -> list[list[str]]:
     return terms
 
 
-def _quote(phrase: str) -> str:
+def quote(phrase: str) -> str:
+    """``phrase`` as one FTS5 string (no operators leak)."""
     return '"' + phrase.replace('"', '""') + '"'
 
 
@@ -83,9 +84,9 @@ def fts_query(text: str, *, mode: str = "or") -> str:
         if w.isdigit() and len(w) <= 12:
             from .wer import number_words
 
-            groups.append(f"({_quote(w)} OR {_quote(number_words(int(w)))})")
+            groups.append(f"({quote(w)} OR {quote(number_words(int(w)))})")
         else:
-            groups.append(_quote(w))
+            groups.append(quote(w))
     return (" OR " if mode == "or" else " AND ").join(groups)
 
 

@@ -174,7 +174,7 @@ def terms(query: str, lexicon: Lexicon | None = None) -> list[Term]:
             variants += [Variant((w,), STEM, "stem") for w in lexicon.same_stem(word)]
             seen = {v.tokens for v in variants}
             variants += [Variant((w,), SOUNDS, "sounds") for w in lexicon.sounds_like(word) if (w,) not in seen]
-        out.append(Term(word, tuple(variants)))
+        out.append(Term(word, tuple(sorted(variants, key=lambda v: -v.weight))))  # stable: exact first
     return out
 
 
@@ -183,7 +183,7 @@ def fts_expression(query_terms: Sequence[Term]) -> str:
     phrases = dict.fromkeys(" ".join(v.tokens) for t in query_terms for v in t.variants)
     for a, b in itertools.pairwise(query_terms):
         phrases.setdefault(a.word + b.word, None)
-    return " OR ".join('"' + p.replace('"', '""') + '"' for p in phrases)
+    return " OR ".join(textnorm.quote(p) for p in phrases)
 
 
 @dataclass
@@ -217,7 +217,7 @@ def coordination(query_terms: Sequence[Term], tokens: Sequence[str]) -> Match:
     best: list[float] = []
     found: dict[str, tuple[str, ...]] = {}
     for t in query_terms:
-        v = next((v for v in sorted(t.variants, key=lambda v: -v.weight) if _says(tokens, bigrams, words, v)), None)
+        v = next((v for v in t.variants if _says(tokens, bigrams, words, v)), None)  # best first
         best.append(v.weight if v else 0.0)
         if v:
             found[t.word] = v.tokens
