@@ -91,3 +91,24 @@ def test_incompatible_index_is_refused(tmp_path, capsys):
 def test_missing_path_is_a_clear_error(tmp_path, capsys):
     assert cli.main(["index", str(tmp_path / "nope"), "--data-dir", str(tmp_path / "d"), "-q"]) == 2
     assert "no such file or folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["search", "rain"], ["similar", "1"], ["show", "1"], ["transcript", "1"], ["stats"], ["failures"], ["serve"]],
+)
+def test_read_only_commands_refuse_a_missing_library(tmp_path, capsys, argv):
+    """A typo in --data-dir must not create an empty library: read-only commands exit 2 and say so."""
+    missing = tmp_path / "typo"
+    assert cli.main([*argv, "--data-dir", str(missing)]) == 2
+    assert f"no library at {missing}; run soundscope index first" in capsys.readouterr().err
+    assert not missing.exists()
+
+
+def test_library_api_refuses_a_missing_library_for_search(tmp_path):
+    import soundscope
+    from soundscope.store import NoLibraryError
+
+    with pytest.raises(NoLibraryError, match="no library at"):
+        soundscope.search("rain", data_dir=tmp_path / "typo")
+    assert not (tmp_path / "typo").exists()

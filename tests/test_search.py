@@ -101,3 +101,45 @@ def test_duration_words_prefer_and_numbers_filter(demo_lib):
     assert demo_lib.search("rain over 5 minutes", limit=3) == []
     music = demo_lib.search("a long piece of music", limit=3)
     assert music and max(r.duration_s for r in music) >= 60
+
+
+def test_label_weights_are_continuous_and_never_split_ties():
+    import numpy as np
+
+    from soundscope.search import label_weights
+
+    rng = np.random.default_rng(0)
+    sims = rng.uniform(0.2, 0.6, 521)
+    sims[:8] = [0.90, 0.88, 0.86, 0.85, 0.84, 0.835, 0.834, 0.70]
+    idx, w = label_weights(sims)
+    assert abs(w.sum() - 1) < 1e-6 and idx[0] == 0 and w[0] == w.max()
+    full = np.zeros(sims.size)
+    full[idx] = w
+    for seed in range(20):  # a 1e-3 nudge moves the weights by about as much, never by a whole label
+        nudged = sims + np.random.default_rng(seed).uniform(-1e-3, 1e-3, sims.size)
+        j, v = label_weights(nudged)
+        other = np.zeros(sims.size)
+        other[j] = v
+        assert np.abs(other - full).sum() < 0.1
+    tied = np.full(50, 0.3)
+    tied[:12] = 0.79  # twelve labels exactly tied at the top: all share, none is dropped by rounding
+    idx, w = label_weights(tied)
+    assert sorted(idx.tolist()) == list(range(12)) and np.allclose(w, 1 / 12)
+
+
+def test_unreadable_phrasings_are_not_label_evidence(demo_lib):
+    """USE reads 噼啪声 and 嗡嗡声 alike as "<unk><unk>声": such phrasings would tie dozens of labels, so
+    they are dropped, and a query with unknown characters is matched through its English rendering."""
+    import numpy as np
+
+    from soundscope.search import _phrasing_embeddings, readable
+
+    searcher = demo_lib.searcher
+    enc = searcher.encoder
+    assert readable(enc, ["噼啪声", "嗡嗡声", "爆裂声", "狗叫"]) == [False, False, True, True]
+    labels = tuple(searcher._spaces()["yamnet"]["labels"])
+    emb, owner = _phrasing_embeddings(enc, labels)
+    assert emb.shape[0] == owner.shape[0]
+    sims = searcher.all_label_sims(searcher._readable_texts(["篝火噼啪声", "campfire crackle"]))["yamnet"]
+    top = [labels[i] for i in np.argsort(-sims)[:3]]
+    assert "Crackle" in top and "Fire" in top

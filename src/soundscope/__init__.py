@@ -29,11 +29,11 @@ def index(paths: list[str], *, data_dir: str | os.PathLike[str] | None = None, *
 
 def search(query: str, *, data_dir: str | os.PathLike[str] | None = None, **kwargs: Any) -> list[Result]:
     """Ranked results for a text query (Chinese or English)."""
-    with Library(data_dir) as lib:
+    with Library(data_dir, create=False) as lib:
         return lib.search(query, **kwargs)
 
 
 def similar(target: str | int, *, data_dir: str | os.PathLike[str] | None = None, **kwargs: Any) -> list[Result]:
     """Ranked results that sound like an audio file or an indexed item id."""
-    with Library(data_dir) as lib:
+    with Library(data_dir, create=False) as lib:
         return lib.similar(target, **kwargs)

@@ -46,10 +46,13 @@ class Library:
         analyzers: list[Analyzer] | None = None,
         music_analyzers: list[Analyzer] | None = None,
         asr_model: str | None = None,
+        *,
+        create: bool = True,
     ) -> None:
         """``asr_model``: speech recogniser for spoken content: "tiny.en" (default, English), "base"
-        (multilingual), a CTranslate2 model folder, or "none"; also set by ``$SOUNDSCOPE_ASR_MODEL``."""
-        self.store = Store(data_dir)
+        (multilingual), a CTranslate2 model folder, or "none"; also set by ``$SOUNDSCOPE_ASR_MODEL``.
+        ``create=False`` refuses a data directory with no library (:class:`~soundscope.store.NoLibraryError`)."""
+        self.store = Store(data_dir, create=create)
         self._analyzers = analyzers
         self._music_analyzers = music_analyzers
         chosen = asr_model or os.environ.get("SOUNDSCOPE_ASR_MODEL") or "tiny.en"

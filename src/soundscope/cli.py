@@ -337,24 +337,33 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+READ_ONLY = {"search", "similar", "show", "transcript", "stats", "failures", "serve"}  # never create a library
+
+
+def _error(args: argparse.Namespace, msg: str) -> int:
+    if getattr(args, "json", False):
+        print(json.dumps({"error": msg}, ensure_ascii=False))
+    print(f"soundscope: error: {msg}", file=sys.stderr)
+    return EXIT_ERROR
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     _configure_threads()
     args = build_parser().parse_args(argv)
     from .api import Library
-    from .store import IncompatibleIndexError
+    from .store import IncompatibleIndexError, NoLibraryError
 
-    lib = Library(args.data_dir, asr_model=args.asr_model)
+    try:
+        lib = Library(args.data_dir, asr_model=args.asr_model, create=args.command not in READ_ONLY)
+    except (NoLibraryError, IncompatibleIndexError) as exc:
+        return _error(args, str(exc))
     try:
         return int(args.func(lib, args))
     except KeyboardInterrupt:
         print("\ninterrupted: rerun the same command to resume (finished files are kept)", file=sys.stderr)
         return EXIT_INTERRUPTED
     except (IncompatibleIndexError, KeyError, ValueError, FileNotFoundError) as exc:
-        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
-        if getattr(args, "json", False):
-            print(json.dumps({"error": msg}, ensure_ascii=False))
-        print(f"soundscope: error: {msg}", file=sys.stderr)
-        return EXIT_ERROR
+        return _error(args, exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc))
     finally:
         lib.close()
 

