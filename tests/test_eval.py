@@ -42,7 +42,7 @@ class PerturbedEncoder:
 
     def __init__(self, base, scale: float, seed: int) -> None:
         self.base, self.scale, self.seed = base, scale, seed
-        self.model_id, self.dim = base.model_id, base.dim
+        self.model_id, self.dim = f"{base.model_id}+noise({scale},{seed})", base.dim  # its own phrasing cache
 
     def encode(self, texts):
         v = self.base.encode(texts).astype(np.float64)

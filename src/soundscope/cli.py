@@ -63,6 +63,8 @@ def _filters(args: argparse.Namespace) -> Filters | None:
         kind=args.kind,
         path_prefix=args.under,
         label=args.label,
+        min_tempo=args.min_tempo,
+        max_tempo=args.max_tempo,
     )
     return f if f.to_dict() else None
 
@@ -83,7 +85,13 @@ def _print_results(results: list, as_json: bool) -> None:
 
 def cmd_index(lib, args) -> int:
     progress = None if args.quiet else ProgressLine()
-    report = lib.index(args.paths, rehash=args.rehash, progress=progress, jobs=_jobs(args.jobs))
+    from .distributed import RayUnavailableError
+
+    jobs = args.jobs if args.ray else _jobs(args.jobs)  # with Ray, 0 is one actor per CPU of the cluster
+    try:
+        report = lib.index(args.paths, rehash=args.rehash, progress=progress, jobs=jobs, wait=args.wait, ray=args.ray)
+    except RayUnavailableError as exc:
+        return _error(args, str(exc))
     if args.json:
         print(json.dumps(report.to_dict(), ensure_ascii=False, indent=1))
     else:
@@ -174,6 +182,26 @@ def cmd_stats(lib, args) -> int:
     return EXIT_OK
 
 
+def cmd_check(lib, args) -> int:
+    from .check import check
+
+    report = check(lib.store, repair=args.repair or args.prune, prune=args.prune)
+    if args.json:
+        print(json.dumps(report.to_dict(), ensure_ascii=False, indent=1))
+    else:
+        for c in report.checks:
+            print(f"{'repaired' if c.repaired else 'ok' if c.ok else 'PROBLEM':8s}  {c.name}: {c.detail}")
+        problems = len(report.problems)
+        fixed = sum(c.repaired for c in report.checks)
+        if problems:
+            left = "1 problem remains" if problems == 1 else f"{problems} problems remain"
+            hint = "" if report.repair else " (soundscope check --repair fixes what can be rebuilt)"
+            print(f"{lib.data_dir}: {left}{hint}")
+        else:
+            print(f"{lib.data_dir}: ok" + (f", {fixed} repaired" if fixed else ""))
+    return EXIT_OK if report.ok else EXIT_FAILURES
+
+
 def cmd_failures(lib, args) -> int:
     rows = lib.failures()
     if args.json:
@@ -260,6 +288,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     common.add_argument("--json", action="store_true", help="machine-readable output on stdout")
     common.add_argument(
+        "--store",
+        default=None,
+        metavar="URI",
+        help="vector indexes on Milvus: milvus://host:19530[?token=...] (default: $SOUNDSCOPE_STORE, or embedded)",
+    )
+    common.add_argument(
         "--asr-model",
         default=None,
         help="speech recogniser: tiny.en (default), base "
@@ -272,6 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
     filt.add_argument("--kind", choices=["music", "speech", "sound"])
     filt.add_argument("--under", metavar="PATH", help="only files under this folder")
     filt.add_argument("--label", help="only items carrying this model label (e.g. Dog)")
+    filt.add_argument("--min-tempo", type=float, help="BPM (only music has a measured tempo)")
+    filt.add_argument("--max-tempo", type=float, help="BPM")
 
     p = argparse.ArgumentParser(prog="soundscope", description="Search audio by what it sounds like, means and says.")
     p.add_argument("--version", action="version", version=f"soundscope {__import__('soundscope').__version__}")
@@ -281,6 +317,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--rehash", action="store_true", help="hash every file even if size and mtime are unchanged")
     s.add_argument("--jobs", "-j", type=int, default=0, help="analysis worker processes (default 0: one per core)")
     s.add_argument("--quiet", "-q", action="store_true", help="no progress line")
+    s.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        metavar="ADDRESS",
+        help="analyse on Ray actors, one per --jobs (default: per CPU): on a Ray started here, or on the cluster "
+        "at ADDRESS, whose nodes must read the files at the same paths (pip install 'soundscope[ray]')",
+    )
+    s.add_argument(
+        "--wait", type=float, default=0.0, metavar="SECONDS", help="wait this long for another index run to finish"
+    )
     s.set_defaults(func=cmd_index)
     s = sub.add_parser("search", parents=[common, filt], help="search by text (Chinese or English)")
     s.add_argument("query")
@@ -300,6 +347,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_stats)
     s = sub.add_parser("failures", parents=[common], help="files that could not be indexed, with reasons")
     s.set_defaults(func=cmd_failures)
+    s = sub.add_parser("check", parents=[common], help="verify the library; --repair rebuilds what can be rebuilt")
+    s.add_argument("--repair", action="store_true", help="fix orphans, full-text and vector indexes")
+    s.add_argument("--prune", action="store_true", help="also drop items whose file is gone (implies --repair)")
+    s.set_defaults(func=cmd_check)
     s = sub.add_parser("serve", parents=[common], help="web page and HTTP API over the data directory")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8000)
@@ -333,11 +384,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("paths", nargs="*", help="audio folders (default: the bundled demo corpus)")
     s.add_argument("--queries", type=int, default=200)
     s.add_argument("--out", help="also write the JSON report here")
+    s.add_argument("--scale", type=int, metavar="N", help="benchmark a synthetic library of N items instead")
+    s.add_argument("--from", dest="source", metavar="DIR", help="with --scale: grow it from this library's analyses")
+    s.add_argument("--work", metavar="DIR", help="with --scale: build under this folder (default: the temp dir)")
     s.set_defaults(func=cmd_bench)
     return p
 
 
-READ_ONLY = {"search", "similar", "show", "transcript", "stats", "failures", "serve"}  # never create a library
+READ_ONLY = {"search", "similar", "show", "transcript", "stats", "failures", "serve", "check"}  # never create a library
 
 
 def _error(args: argparse.Namespace, msg: str) -> int:
@@ -352,9 +406,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from .api import Library
     from .store import IncompatibleIndexError, NoLibraryError
+    from .store.lock import IndexLockedError
 
     try:
-        lib = Library(args.data_dir, asr_model=args.asr_model, create=args.command not in READ_ONLY)
+        lib = Library(
+            args.data_dir, asr_model=args.asr_model, create=args.command not in READ_ONLY, vector_store=args.store
+        )
     except (NoLibraryError, IncompatibleIndexError) as exc:
         return _error(args, str(exc))
     try:
@@ -362,7 +419,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted: rerun the same command to resume (finished files are kept)", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except (IncompatibleIndexError, KeyError, ValueError, FileNotFoundError) as exc:
+    except (IncompatibleIndexError, IndexLockedError, KeyError, ValueError, FileNotFoundError) as exc:
         return _error(args, exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc))
     finally:
         lib.close()

@@ -7,7 +7,9 @@ audio track of video containers all decode the same way. Every failure is raised
 
 from __future__ import annotations
 
+import math
 import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -49,6 +51,11 @@ AUDIO_EXTENSIONS = frozenset(
 )
 
 MAX_DURATION_S = 24 * 3600.0  # refuse to index a single file longer than a day
+# Sample rates outside these bounds come from corrupt headers: below, a few bytes would expand into hours of
+# audio; above, setting up the resampler alone takes seconds and gigabytes (DSD512 decodes to 2.8 MHz).
+MIN_SAMPLE_RATE = 1000
+MAX_SAMPLE_RATE = 3_072_000
+MAX_CHANNELS = 64  # FFmpeg's resampler takes no more
 
 
 class DecodeError(Exception):
@@ -60,15 +67,25 @@ def is_audio_path(path: str | os.PathLike[str]) -> bool:
     return Path(path).suffix.lower() in AUDIO_EXTENSIONS
 
 
+def special_file_reason(mode: int) -> str:
+    """Why a directory entry that is not a regular file is not decoded."""
+    kinds = [(stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+             (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")]  # fmt: skip
+    kind = next((name for test, name in kinds if test(mode)), "special")
+    return f"not a regular file ({kind})"
+
+
 def _open(path: str | os.PathLike[str]):  # -> (container, stream)
     import av
 
     p = Path(path)
     try:
-        size = p.stat().st_size
+        st = p.stat()
     except OSError as exc:
         raise DecodeError(f"cannot read file: {exc.strerror or exc}") from exc
-    if size == 0:
+    if not stat.S_ISREG(st.st_mode):  # reading a FIFO would block until something writes to it
+        raise DecodeError(special_file_reason(st.st_mode))
+    if st.st_size == 0:
         raise DecodeError("empty file (0 bytes)")
     try:
         container = av.open(str(p), mode="r", metadata_errors="ignore")
@@ -79,7 +96,22 @@ def _open(path: str | os.PathLike[str]):  # -> (container, stream)
     if not container.streams.audio:
         container.close()
         raise DecodeError("no audio stream in file")
-    return container, container.streams.audio[0]
+    astream = container.streams.audio[0]
+    try:
+        if astream.codec_context is None:
+            raise DecodeError("unsupported audio codec (no decoder for this stream)")
+        _check_format(astream.codec_context.sample_rate, astream.codec_context.channels)
+    except DecodeError:
+        container.close()
+        raise
+    return container, astream
+
+
+def _check_format(rate: int | None, channels: int | None) -> None:
+    if rate and not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+        raise DecodeError(f"unsupported sample rate ({rate} Hz; corrupt header?)")
+    if channels and channels > MAX_CHANNELS:
+        raise DecodeError(f"too many channels ({channels}; at most {MAX_CHANNELS})")
 
 
 def _ffmpeg_reason(exc: Exception) -> str:
@@ -97,11 +129,14 @@ def _tags(container, stream) -> dict[str, str]:
 
 
 def _duration(container, stream) -> float:
+    """Header duration in seconds: the stream's, else the container's; 0.0 when neither is plausible
+    (a corrupt Ogg granule position gives a negative one)."""
+    candidates = []
     if stream.duration is not None and stream.time_base is not None:
-        return float(stream.duration * stream.time_base)
+        candidates.append(float(stream.duration * stream.time_base))
     if container.duration is not None:
-        return float(container.duration) / 1_000_000.0
-    return 0.0
+        candidates.append(float(container.duration) / 1_000_000.0)
+    return next((d for d in candidates if math.isfinite(d) and d >= 0), 0.0)
 
 
 def probe(path: str | os.PathLike[str]) -> AudioInfo:
@@ -136,20 +171,25 @@ def stream(
     Raises :class:`DecodeError` when the file cannot be opened, is truncated mid-stream before
     any audio, holds no samples, or is longer than ``max_duration_s``.
     """
-    import av
-
     block = round(block_s * sample_rate)
     container, astream = _open(path)
-    resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+    claimed = _duration(container, astream)
+    # Refuse a long file now rather than after decoding and analysing a day of it, unless its header is
+    # implausible: under 1 byte per second of audio (digital silence in FLAC takes over 100), it is corrupt.
+    if claimed > max_duration_s * 1.01 + 1.0 and (container.size or 0) >= claimed:
+        container.close()
+        raise DecodeError(
+            f"longer than the {_span(max_duration_s)} limit for one file (its header says {_span(claimed, 1)})"
+        )
     pending: list[np.ndarray] = []
     n_pending = 0
     total = 0
     limit = round(max_duration_s * sample_rate)
     try:
-        for chunk in _resampled(container, astream, resampler):
+        for chunk in _resampled(container, astream, sample_rate):
             total += chunk.shape[0]
             if total > limit:
-                raise DecodeError(f"longer than the {max_duration_s / 3600:.0f} h limit for one file")
+                raise DecodeError(f"longer than the {_span(max_duration_s)} limit for one file")
             pending.append(chunk)
             n_pending += chunk.shape[0]
             while n_pending >= block:
@@ -165,27 +205,76 @@ def stream(
         yield np.concatenate(pending)
 
 
-def _resampled(container, astream, resampler) -> Iterator[np.ndarray]:
-    """Decoded, resampled mono chunks; tolerates a corrupt tail once some audio was decoded."""
+def _span(seconds: float, digits: int = 0) -> str:
+    """'24 h', '10 min', '1 s', '25.0 h': a duration in its largest whole unit."""
+    for unit, size in (("h", 3600.0), ("min", 60.0)):
+        if seconds >= size:
+            return f"{seconds / size:.{digits}f} {unit}"
+    return f"{seconds:.{digits}f} s"
+
+
+def _resampled(container, astream, sample_rate: int) -> Iterator[np.ndarray]:
+    """Decoded, resampled mono chunks; tolerates a corrupt tail once some audio was decoded.
+
+    A packet the codec rejects is skipped, as players do (two MP3s joined into one file have a tag
+    between them), and a stream whose rate, sample format or channels change part-way (MP3 frames
+    can) gets a fresh resampler from that frame on, after the previous one is flushed.
+    """
     import av
 
     got_any = False
+    bad_packet = None
+    resampler = None
+    setup = None
     try:
         for packet in container.demux(astream):
-            for frame in packet.decode():
+            try:
+                frames = packet.decode()
+            except av.FFmpegError as exc:
+                bad_packet = bad_packet or exc
+                continue
+            for frame in frames:
+                key = (frame.format.name, frame.layout.name, frame.sample_rate)
+                if key != setup:
+                    _check_format(frame.sample_rate, len(frame.layout.channels))
+                    if resampler is not None:
+                        for out in resampler.resample(None):
+                            yield _frame_to_mono(out)
+                    resampler = _resampler(frame, sample_rate)
+                    setup = key
                 for out in resampler.resample(frame):
                     got_any = True
                     yield _frame_to_mono(out)
-        for out in resampler.resample(None):
-            yield _frame_to_mono(out)
-    except av.FFmpegError as exc:
+        if resampler is not None:
+            for out in resampler.resample(None):
+                yield _frame_to_mono(out)
+    except (av.FFmpegError, ValueError) as exc:  # PyAV raises ValueError for frames it cannot convert
         if not got_any:
-            raise DecodeError(f"corrupt or unsupported audio data ({_ffmpeg_reason(exc)})") from exc
+            reason = _ffmpeg_reason(exc) if isinstance(exc, av.FFmpegError) else str(exc)
+            raise DecodeError(f"corrupt or unsupported audio data ({reason})") from exc
         # Truncated file: keep the audio decoded so far, like every player does.
+    if not got_any and bad_packet is not None:
+        raise DecodeError(f"corrupt or unsupported audio data ({_ffmpeg_reason(bad_packet)})") from bad_packet
+
+
+def _resampler(frame, sample_rate: int):
+    """To mono float at ``sample_rate``. Channels with no speaker order (a plain WAV's) beyond stereo are
+    kept, interleaved (PyAV segfaults turning planar frames of 8+ channels into arrays), and averaged by
+    :func:`_frame_to_mono`: FFmpeg guesses a speaker layout for some channel counts and refuses the
+    others (9, 32, ...)."""
+    import av
+
+    channels = frame.layout.channels
+    if len(channels) > 2 and all(c.name == "NONE" for c in channels):
+        return av.AudioResampler(format="flt", layout=frame.layout.name, rate=sample_rate)
+    return av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
 
 
 def _frame_to_mono(frame) -> np.ndarray:
     arr = frame.to_ndarray()
+    channels = len(frame.layout.channels)
+    if channels > 1 and not frame.format.is_planar:  # interleaved samples
+        arr = arr.reshape(-1, channels).mean(axis=1)
     arr = arr.reshape(-1) if arr.ndim == 1 or arr.shape[0] == 1 else arr.mean(axis=0)
     arr = np.asarray(arr, dtype=np.float32)
     return np.nan_to_num(np.clip(arr, -1.0, 1.0), nan=0.0)

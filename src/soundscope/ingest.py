@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import stat
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ import numpy as np
 
 from . import analyze, decode, describe, metadata
 from .store import SegmentData, Store
+from .store.lock import IndexLock
 from .text import TextEncoder
 from .types import Analyzer, Failure, IndexReport
 
@@ -50,12 +52,14 @@ def walk(paths: Iterable[str | os.PathLike[str]]) -> Iterator[tuple[str, str]]:
     """(root, absolute file path) for every audio file under ``paths``, sorted, each file once.
 
     A path that is a file is yielded as its own root whatever its extension (the user named it);
-    folders are walked recursively for known audio extensions, skipping hidden entries.
+    folders are walked recursively for known audio extensions, skipping hidden entries. Entries with
+    an audio extension that are not regular files (broken or looping symlinks, FIFOs) are yielded
+    too, so that the run reports them instead of skipping them silently.
     """
     seen: set[str] = set()
     for raw in paths:
         root = os.path.abspath(os.path.expanduser(os.fspath(raw)))
-        if os.path.isfile(root):
+        if os.path.isfile(root) or (os.path.lexists(root) and not os.path.isdir(root)):
             if root not in seen:
                 seen.add(root)
                 yield root, root
@@ -68,9 +72,15 @@ def walk(paths: Iterable[str | os.PathLike[str]]) -> Iterator[tuple[str, str]]:
                 if name.startswith(".") or not decode.is_audio_path(name):
                     continue
                 path = os.path.join(dirpath, name)
-                if path not in seen and os.path.isfile(path):
+                if path not in seen:
                     seen.add(path)
                     yield root, path
+
+
+def printable(path: str) -> str:
+    """``path`` as UTF-8 text: bytes of a file name that are not UTF-8 (which ``os.fsdecode`` keeps as
+    lone surrogates, and SQLite cannot store) are written ``\\xNN``."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def content_hash(path: str, *, chunk: int = 1 << 20) -> str:
@@ -221,12 +231,30 @@ class Indexer:
         rehash: bool = False,
         progress: Callable[[Progress], None] | None = None,
         jobs: int = 1,
+        wait: float = 0.0,
+        ray: str | bool | None = None,
     ) -> IndexReport:
         """Index every audio file under ``paths``; drop catalog items under them whose file is gone.
 
         ``jobs`` > 1 analyses files in that many worker processes (one thread each); hashing,
         change detection and every catalog write stay in this process, one transaction per file.
+        ``ray`` (True, "local" or a cluster address) analyses them on ``jobs`` Ray actors instead (0: one per
+        CPU), which must be able to read the files at the same paths: see :mod:`soundscope.distributed`.
+        The data directory's writer lock is held throughout: ``wait`` is how many seconds to wait for
+        another run to finish (0: refuse at once); :class:`~soundscope.store.lock.IndexLockedError` if it does not.
         """
+        with IndexLock(self.store.data_dir, wait=wait):
+            return self._run(paths, rehash=rehash, progress=progress, jobs=jobs, ray=ray)
+
+    def _run(
+        self,
+        paths: Iterable[str | os.PathLike[str]],
+        *,
+        rehash: bool,
+        progress: Callable[[Progress], None] | None,
+        jobs: int,
+        ray: str | bool | None = None,
+    ) -> IndexReport:
         t0 = time.perf_counter()
         report = IndexReport()
         paths = list(paths)
@@ -251,21 +279,24 @@ class Indexer:
                 todo.append(job_or_status)
             else:
                 tick(path, job_or_status)
-        for job, result in self._analyses(todo, jobs):
+        for job, result in self._analyses(todo, jobs, ray):
             tick(job.path, self._finish(job, result, report))
-        report.removed = self._drop_missing(roots, {path for _, path in files})
+        report.removed = self._drop_missing([printable(r) for r in roots], {path for _, path in files} - failed_now)
         for root in roots:
-            self.store.catalog.clear_failures_under(root, failed_now)
-        for a in self.analyzers:  # refresh the vector indexes now rather than at the first query
-            self.store.vectors(a.name)
+            self.store.catalog.clear_failures_under(printable(root), {printable(p) for p in failed_now})
+        self.store.flush()  # fold the new vectors and columns into the saved accelerators
         report.elapsed_s = time.perf_counter() - t0
         return report
 
     def _triage(self, root: str, path: str, rehash: bool, report: IndexReport) -> _Job | str:
         """Decide cheaply (stat, then content hash) whether ``path`` needs analysis."""
         cat = self.store.catalog
+        if printable(path) != path:  # the catalog holds UTF-8 text
+            return self._fail(printable(path), "file name is not valid UTF-8 (rename the file to index it)", report)
         try:
             st = os.stat(path)
+            if not stat.S_ISREG(st.st_mode):  # hashing a FIFO would block
+                return self._fail(path, decode.special_file_reason(st.st_mode), report)
             existing = cat.item_by_path(path)
             if existing and not rehash and existing.size == st.st_size and existing.mtime == st.st_mtime:
                 report.unchanged += 1
@@ -281,11 +312,22 @@ class Indexer:
                 report.unchanged += 1
                 return "moved"
         except OSError as exc:
+            if os.path.islink(path) and not os.path.exists(path):
+                return self._fail(path, f"broken symlink ({(exc.strerror or str(exc)).lower()})", report)
             return self._fail(path, f"cannot read: {exc}", report)
         return _Job(root, path, st, digest)
 
-    def _analyses(self, todo: list[_Job], jobs: int) -> Iterator[tuple[_Job, analyze.Analysis | str]]:
-        """(job, Analysis or failure reason) for each job, in this process or in a worker pool."""
+    def _analyses(
+        self, todo: list[_Job], jobs: int, ray: str | bool | None = None
+    ) -> Iterator[tuple[_Job, analyze.Analysis | str]]:
+        """(job, Analysis or failure reason) for each job, in this process, in a worker pool or on Ray actors."""
+        ids = [(a.name, a.model_id) for a in [*self.analyzers, *self.music_analyzers]]
+        if ray and todo:
+            from . import distributed
+
+            asr = self.asr_model
+            yield from distributed.analyses(todo, ids, len(self.analyzers), self.segment_s, asr, jobs=jobs, address=ray)
+            return
         if jobs <= 1 or len(todo) < 2 * jobs:
             for job in todo:
                 yield (
@@ -296,7 +338,6 @@ class Indexer:
         import multiprocessing as mp
 
         ctx = mp.get_context("spawn")  # onnxruntime sessions must not cross a fork
-        ids = [(a.name, a.model_id) for a in [*self.analyzers, *self.music_analyzers]]
         with ctx.Pool(
             jobs, initializer=_worker_init, initargs=(ids, len(self.analyzers), self.segment_s, self.asr_model)
         ) as pool:
@@ -307,6 +348,13 @@ class Indexer:
     def _finish(self, job: _Job, result: analyze.Analysis | str, report: IndexReport) -> str:
         if isinstance(result, str):
             return self._fail(job.path, result, report)
+        try:  # what was analysed must be what was hashed: a file replaced or deleted meanwhile is not stored
+            st = os.stat(job.path)
+            changed = (st.st_size, st.st_mtime_ns, st.st_ino) != (job.st.st_size, job.st.st_mtime_ns, job.st.st_ino)
+        except OSError:
+            return self._fail(job.path, "file disappeared while it was being indexed", report)
+        if changed:
+            return self._fail(job.path, "file changed while it was being indexed (index again to pick it up)", report)
         try:
             self._store(job.root, job.path, job.st, job.digest, result)
         except Exception as exc:  # a write error on one file must not stop the run

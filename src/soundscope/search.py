@@ -21,15 +21,16 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 import numpy as np
 
 from . import analyze, describe, textnorm, wordmatch
-from .ingest import DESCRIPTION_SPACE
-from .store import Store
+from .ingest import DESCRIPTION_SPACE, TRANSCRIPT_SPACE
+from .store import Columns, Store
+from .store.columns import KINDS
 from .text import TextEncoder
 from .types import Analyzer, Result
 
@@ -53,22 +54,41 @@ PROXIMITY = 5.0  # bonus for a passage holding the query words next to each othe
 TRANSCRIPT_CACHE = 20000  # items whose tokenised transcripts a Searcher keeps between queries
 COVERAGE = 10.0  # bonus for a transcript the query words describe completely (words found / its content words)
 MEANING_MIN = 0.35  # passage-query cosine below which a passage is not evidence
+# Columns the keyword ranker matches (empty: all of name, tags, description). The generated description
+# repeats the labels' guesses (issue: keyword credit for "car horn" on a "car" clip), but for music it also
+# carries measured words ("slow (70 BPM)"): name+tags only gave ESC-10 mAP +0.005 and music MRR -0.026.
+KEYWORD_COLUMNS: tuple[str, ...] = ()
+ANN_CANDIDATES = 300  # best items an approximate (vector index) ranker hands to fusion
+CANDIDATES = 1000  # best items each ranker hands to fusion (at least the requested limit)
+EXACT_FILTERED = 20_000  # a filter this selective is searched exactly instead of through the ANN
+RANK_TOLERANCE = 0.01  # scores within 1 % of a ranker's best score of each other are near-equal in rank
 EXCLUDE_MIN = 0.3  # item-level probability of a negated label above which an item is excluded
 LABEL_FLOOR = 0.01  # a label weighing less than this share of the best label's weight gets none
 LABEL_CAP = 5  # labels beyond this many taper off (see label_weights)
 
 
-def tied_ranks(sorted_scores: np.ndarray, *, rel_tol: float = 1e-3) -> np.ndarray:
-    """0-based competition ranks of descending scores; scores within ``rel_tol`` of the best score's
-    scale share a rank, so near-identical evidence (e.g. every speech clip's "Speech" probability)
-    adds no arbitrary order to the fusion."""
-    if sorted_scores.size == 0:
-        return np.zeros(0, np.int64)
-    scale = max(float(np.abs(sorted_scores).max()), 1e-12)
-    keys = np.round(sorted_scores / (scale * rel_tol))
-    new_group = np.concatenate([[True], keys[1:] != keys[:-1]])
-    firsts = np.flatnonzero(new_group)
-    return firsts[np.cumsum(new_group) - 1]
+def soft_ranks(sorted_scores: np.ndarray, *, rel_tol: float = RANK_TOLERANCE) -> np.ndarray:
+    """0-based ranks of descending scores that are continuous in the scores (float, (m,)).
+
+    An item's rank counts the items above it, each by how far above: 1 for a score more than half a
+    tolerance ``tau = rel_tol x max |score|`` higher, 0 for one that much lower, linearly between. Far
+    apart scores give the usual ranks 0, 1, 2, ...; near-equal scores (every speech clip's "Speech"
+    probability) share a rank; and a perturbation of the scores by ``d`` moves a rank by about
+    ``d / tau`` instead of by a whole place, so rank fusion cannot flip on another CPU's rounding.
+    O(m log m) with prefix sums."""
+    s = np.asarray(sorted_scores, np.float64)
+    if s.size == 0:
+        return np.zeros(0, np.float64)
+    tau = max(float(np.abs(s).max()) * rel_tol, 1e-12)
+    asc = s[::-1]  # ascending, for searchsorted
+    prefix = np.concatenate([[0.0], np.cumsum(asc)])
+    lo = np.searchsorted(asc, s - tau / 2, side="right")  # items within half a tolerance of each score...
+    hi = np.searchsorted(asc, s + tau / 2, side="left")
+    above = s.size - hi  # ...and those clearly above it
+    window = hi - lo
+    window_sum = prefix[hi] - prefix[lo]
+    linear = (window_sum - window * s) / tau + 0.5 * window  # sum of (s_j - s_i) / tau + 1/2 in the window
+    return np.maximum(above + linear - 0.5, 0.0)  # less the item's own 1/2
 
 
 WHY_ZH = {
@@ -93,7 +113,7 @@ def localize(why: list[str], language: str) -> list[str]:
     return out
 
 
-def satisfied(pq, r: Result, m: _Matrices) -> list[str]:
+def satisfied(pq, r: Result, m: Columns) -> list[str]:
     """The parsed constraints this result meets (only those it meets): duration, tempo, kind, exclusions."""
     out = []
     lo, hi = pq.duration or (None, None)
@@ -107,7 +127,7 @@ def satisfied(pq, r: Result, m: _Matrices) -> list[str]:
             f"tempo {m.tempo[pos]:.0f} BPM (wanted {'' if lo is None else f'{lo:.0f}'}–"
             f"{'' if hi is None else f'{hi:.0f}'} BPM)"
         )
-    if pq.kind and m.kinds[pos] == pq.kind:
+    if pq.kind and KINDS[m.kinds_code[pos]] == pq.kind:
         out.append(f"kind {pq.kind}")
     if pq.exclude:
         out.append("excludes " + ", ".join(pq.exclude))
@@ -132,7 +152,7 @@ def mark_words(text: str, query: str, *, width: int = 160, also: Iterable[str] =
     return out
 
 
-def descriptor_scores(m: _Matrices, wanted: dict[str, Any]) -> np.ndarray:
+def descriptor_scores(m: Columns, wanted: dict[str, Any]) -> np.ndarray:
     """How well each item's measured tempo and loudness fit ``wanted``, in [0, 1] (0 if unmeasured).
 
     tempo (lo, hi) BPM: 1 inside the range, falling linearly to 0 at 40 BPM outside, scaled by the
@@ -140,7 +160,7 @@ def descriptor_scores(m: _Matrices, wanted: dict[str, Any]) -> np.ndarray:
     LUFS falling to 0 at -14; "loud": the reverse. duration (lo, hi) seconds: 1 inside, else the ratio
     of the duration to the bound it misses.
     """
-    score = np.zeros(m.ids.shape[0], np.float32)
+    score = np.zeros(m.n, np.float32)
     n = 0
     if "tempo" in wanted:
         lo, hi = wanted["tempo"]
@@ -165,7 +185,7 @@ def descriptor_scores(m: _Matrices, wanted: dict[str, Any]) -> np.ndarray:
     return score / max(n, 1)
 
 
-def measured_text(m: _Matrices, i: int, wanted: dict[str, Any]) -> str:
+def measured_text(m: Columns, i: int, wanted: dict[str, Any]) -> str:
     """The measured values behind a descriptor match, e.g. "109 BPM, -23 LUFS" or "6:12"."""
     parts = []
     if "tempo" in wanted:
@@ -187,6 +207,8 @@ class Filters:
     path_prefix: str | None = None
     label: str | None = None  # a model label the item must carry (item-level probability >= label_min)
     label_min: float = 0.2
+    min_tempo: float | None = None  # BPM; only items with a measured tempo (music) pass a tempo filter
+    max_tempo: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v is not None and k != "label_min"}
@@ -212,22 +234,15 @@ def positions(ids: np.ndarray, wanted: Any) -> np.ndarray:
     return np.where(found, pos, -1)
 
 
-@dataclass
-class _Matrices:
-    generation: int
-    ids: np.ndarray  # (n,) item ids, ascending
-    scores: dict[str, np.ndarray] = field(default_factory=dict)  # space -> (n, n_labels)
-    desc: np.ndarray | None = None  # (n, 512)
-    durations: np.ndarray | None = None
-    kinds: np.ndarray | None = None
-    paths: list[str] = field(default_factory=list)
-    tempo: np.ndarray | None = None  # (n,) BPM, 0 where unmeasured (non-music)
-    tempo_conf: np.ndarray | None = None
-    lufs: np.ndarray | None = None  # (n,) integrated loudness; -120 where unmeasured
-
-    def position(self, item_id: int) -> int:
-        """Row of ``item_id`` in these matrices, -1 if absent."""
-        return int(positions(self.ids, item_id)[0])
+def top_k(score: np.ndarray, ok: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The best ``k`` rows of ``score`` (n,) among those where ``ok`` (n,) holds: (rows (m,), scores (m,)),
+    best first, ties in row order. O(n) vectorised selection (argpartition), then a sort of m <= k."""
+    rows = np.flatnonzero(ok)
+    if rows.size > k:
+        part = np.argpartition(-score[rows], k - 1)[:k]
+        rows = np.sort(rows[part])
+    order = np.argsort(-score[rows], kind="stable")
+    return rows[order], score[rows[order]].astype(np.float32)
 
 
 def readable(encoder: TextEncoder, texts: list[str]) -> list[bool]:
@@ -245,19 +260,39 @@ def _phrasing_embeddings(encoder: TextEncoder, labels: tuple[str, ...]) -> tuple
 
     Phrasings the encoder cannot read are left out: they all embed as one generic vector (USE reads
     噼啪声, 嗡嗡声 and 嘶嘶声 alike as "<unk><unk>声"), which would tie dozens of labels exactly and leave
-    their order to rounding noise. The label's own name is always kept."""
+    their order to rounding noise. The label's own name is always kept. Cached on disk, keyed by the
+    encoder id and the phrasing vocabulary, so a fresh process does not embed ~2,500 texts again."""
+    import hashlib
+    import json
+
     from .query import label_phrasings
+    from .text import cache_dir
 
     table = label_phrasings()
+    candidates = [list(dict.fromkeys([label, *table.get(label, [])])) for label in labels]
+    key = hashlib.sha256(json.dumps([encoder.model_id, candidates], ensure_ascii=False).encode()).hexdigest()[:24]
+    path = cache_dir() / "phrasings" / f"{key}.npz"
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return z["embeddings"], z["owner"]
+    except (OSError, ValueError, KeyError):
+        pass
     texts, owner = [], []
-    for i, label in enumerate(labels):
-        phrases = list(dict.fromkeys([label, *table.get(label, [])]))
+    for i, phrases in enumerate(candidates):
         ok = readable(encoder, phrases)
         for j, phrase in enumerate(phrases):
             if j == 0 or ok[j]:
                 texts.append(phrase)
                 owner.append(i)
-    return encoder.encode(texts), np.asarray(owner, np.int64)
+    emb, own = encoder.encode(texts), np.asarray(owner, np.int64)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{key}.{os.getpid()}.npz")
+        np.savez(tmp, embeddings=emb, owner=own)
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only cache: embed again next time
+    return emb, own
 
 
 def label_weights(
@@ -328,6 +363,16 @@ def parsed_descriptors(pq) -> dict[str, Any]:
     return out
 
 
+class _LookupScores:
+    """A dense (n,) score array read like the candidate dicts: ``.get(row, default)``."""
+
+    def __init__(self, values: np.ndarray) -> None:
+        self.values = values
+
+    def get(self, row: int, default: float = 0.0) -> float:
+        return float(self.values[row]) if 0 <= row < self.values.shape[0] else default
+
+
 class Searcher:
     """Answers queries over one store; caches item matrices until the catalog changes."""
 
@@ -336,9 +381,11 @@ class Searcher:
     ) -> None:
         self.store = store
         self.encoder = encoder
+        self._limit = 10
+        self.exact = False  # True: every ranker scans every item (the reference for ANN overlap checks)
+        self._exact_desc: tuple[int, np.ndarray, np.ndarray] | None = None
         self.label_top_k = label_top_k
         self.temperature = temperature
-        self._m: _Matrices | None = None
         self._passages: tuple[int, np.ndarray, np.ndarray, np.ndarray] | None = None
         self._lexicon: tuple[int, wordmatch.Lexicon] | None = None
         self._transcripts: tuple[int, dict[int, list[tuple[dict[str, Any], list[str]]]]] = (-1, {})
@@ -347,33 +394,10 @@ class Searcher:
     def _spaces(self) -> dict[str, dict[str, Any]]:
         return {k: v for k, v in self.store.catalog.models().items() if v["labels"]}
 
-    def matrices(self) -> _Matrices:
-        cat = self.store.catalog
-        gen = cat.generation("items")
-        if self._m is not None and self._m.generation == gen:
-            return self._m
-        rows = cat.items()
-        ids = np.array([r.id for r in rows], np.int64)
-        m = _Matrices(gen, ids, paths=[r.path for r in rows])
-        m.durations = np.array([r.duration_s for r in rows], np.float32)
-        m.kinds = np.array([r.kind for r in rows], dtype=object)
-        music = [r.features.get("music") or {} for r in rows]
-        m.tempo = np.array([float(x.get("tempo_bpm") or 0.0) for x in music], np.float32)
-        m.tempo_conf = np.array([float(x.get("tempo_confidence") or 0.0) for x in music], np.float32)
-        m.lufs = np.array([float(x.get("loudness_lufs") or -120.0) for x in music], np.float32)
-        for space, info in self._spaces().items():
-            m.scores[space] = self._aligned(ids, *cat.item_matrix(space, "scores"), len(info["labels"]))
-        m.desc = self._aligned(ids, *cat.item_matrix(DESCRIPTION_SPACE, "embedding"), self.encoder.dim)
-        self._m = m
-        return m
-
-    @staticmethod
-    def _aligned(ids: np.ndarray, got_ids: np.ndarray, rows: np.ndarray, width: int) -> np.ndarray:
-        out = np.zeros((ids.shape[0], width), np.float32)
-        if got_ids.size:
-            pos = positions(ids, got_ids)
-            out[pos[pos >= 0]] = rows[pos >= 0]
-        return out
+    def matrices(self) -> Columns:
+        """The query columns of every item (memory-mapped parts plus the catalog's delta; see
+        :mod:`soundscope.store.columns`), current with the catalog."""
+        return self.store.columns()
 
     # -- text search ----------------------------------------------------------------------------
     def _label_sims(self, space: str, texts: list[str]) -> np.ndarray:
@@ -426,17 +450,20 @@ class Searcher:
         (cosine within 0.05 of the best, which must be >= 0.45) at item-level probability >= :data:`EXCLUDE_MIN`.
         This is the rule that negations ("no traffic", "不要鼓", "没有人声") exclude by."""
         m = self.matrices()
-        found = np.zeros(m.ids.shape[0], bool)
-        for space in m.scores:
+        found = np.zeros(m.n, bool)
+        for space in self._spaces():
+            if not m.has_space(space):
+                continue
             sims = self._label_sims(space, [phrase])
             best = float(sims.max())
             if best >= 0.45:
-                found |= (m.scores[space][:, np.flatnonzero(sims >= best - 0.05)] >= EXCLUDE_MIN).any(axis=1)
+                for j in np.flatnonzero(sims >= best - 0.05):
+                    found |= m.label_column(space, int(j)) >= EXCLUDE_MIN
         return found
 
-    def _exclusion_mask(self, m: _Matrices, pq) -> np.ndarray:
+    def _exclusion_mask(self, m: Columns, pq) -> np.ndarray:
         """False for items that carry anything the query negates (see :meth:`carries`)."""
-        keep = np.ones(m.ids.shape[0], bool)
+        keep = np.ones(m.n, bool)
         for phrase in pq.exclude:
             keep &= ~self.carries(phrase)
         return keep
@@ -444,9 +471,12 @@ class Searcher:
     def search(self, query: str, *, limit: int = 10, filters: Filters | None = None) -> list[Result]:
         """Rank items for a free-text query in Chinese or English (see :mod:`soundscope.query`):
         constraints become filters or descriptor scores, negated labels are excluded, the positive
-        part and its English rendering are matched against every label's bilingual phrasings."""
+        part and its English rendering are matched against every label's bilingual phrasings.
+
+        Each ranker hands its best :data:`CANDIDATES` items to fusion, from a structure built for it
+        (label-major columns, ANN indexes, FTS5 with a LIMIT); fusion runs over their union."""
         m = self.matrices()
-        if m.ids.size == 0 or not query.strip():
+        if m.n == 0 or not query.strip():
             return []
         pq = parse_query(query)
         positive = pq.semantic.strip() or query
@@ -456,65 +486,114 @@ class Searcher:
         texts = self._readable_texts([positive, pq.text_en, styled])
         mask = self._mask(m, _with_parsed(filters, pq)) & self._exclusion_mask(m, pq)
         q = self.encoder.encode([texts[0] if texts else positive])[0]
-        rankings: dict[str, np.ndarray] = {}
-        raw: dict[str, np.ndarray] = {}
+        k = m.n if self.exact else max(CANDIDATES, limit)
+        self._limit = limit
+        lists: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # ranker -> (rows, scores), best first
+        dense: dict[str, np.ndarray] = {}  # rankers scored on every item (vectorised), for explanations
         label_sims = self.all_label_sims(texts)
-        matches = [lm for lm in self.match_labels(label_sims) if lm.space in m.scores]
-        label_score = np.zeros(m.ids.shape[0], np.float32)
+        matches = [lm for lm in self.match_labels(label_sims) if m.has_space(lm.space)]
+        label_score = np.zeros(m.n, np.float32)
         for lm in matches:
-            label_score += m.scores[lm.space][:, lm.indices] @ lm.weights
-        raw["labels"] = label_score
-        if pq.kind:
-            raw["kind"] = (m.kinds == pq.kind).astype(np.float32)
+            label_score += m.label_scores(lm.space, lm.indices, lm.weights)
+        dense["labels"] = label_score
+        lists["labels"] = top_k(label_score, mask & (label_score >= MIN_EVIDENCE["labels"]), k)
         wanted = parsed_descriptors(pq)
         if wanted:
-            raw["descriptors"] = descriptor_scores(m, wanted)
-        raw["description"] = m.desc @ q if m.desc is not None else np.zeros_like(label_score)
+            dense["descriptors"] = descriptor_scores(m, wanted)
+            lists["descriptors"] = top_k(dense["descriptors"], mask & (dense["descriptors"] > 0), k)
+        lists["description"] = self._description(m, q, mask, k)
         words = pq.said or positive  # constraint words too: "longer", "muted" may be what was said
-        raw["keyword"] = self._keyword_scores(m, " ".join(texts))
+        lists["keyword"] = self._keyword(m, " ".join(texts), mask, k)
         spoken: dict[int, dict[str, Any]] = {}
         terms = wordmatch.terms(words, self.lexicon())
-        raw["transcript"] = self._transcript_keyword(m, terms, spoken)
-        raw["transcript_meaning"] = self._transcript_meaning(m, self.encoder.encode([words])[0], spoken)
+        lists["transcript"] = self._sparse(self._transcript_keyword(m, terms, spoken), mask, k)
+        lists["transcript_meaning"] = self._sparse(
+            self._transcript_meaning(m, self.encoder.encode([words])[0], spoken), mask, k
+        )
         weights = dict(RANKER_WEIGHTS)
         strength = 0.25 if pq.spoken else label_strength(label_sims)
-        said = np.zeros(m.ids.shape[0], np.float32)  # coordination: how many query words each transcript says
-        for pos, p in spoken.items():
-            said[pos] = p.get("coordination", 0.0)
-        word_mode = len(terms) >= 2 and said.max(initial=0.0) >= len(terms) - WORD_MODE_SLACK
+        said = {pos: p.get("coordination", 0.0) for pos, p in spoken.items()}  # query words each transcript says
+        word_mode = len(terms) >= 2 and max(said.values(), default=0.0) >= len(terms) - WORD_MODE_SLACK
         if word_mode and not pq.musical:  # "slow piano" said in a podcast: the music still comes first
             strength = min(strength, 0.4)  # some transcript says every word: the query is about words
         weights["labels"] *= strength
         weights["transcript"] *= 1.0 + 3.0 * (1.0 - strength)  # a query no sound label fits is about words
-        for name, score in raw.items():
-            floor = MIN_EVIDENCE.get(name)
-            cand = np.flatnonzero(
-                mask & (score > 0) if name in SPARSE_RANKERS else mask if floor is None else mask & (score >= floor)
-            )
-            rankings[name] = cand[np.argsort(-score[cand], kind="stable")]
-        fused = np.zeros(m.ids.shape[0], np.float64)
+        union = np.unique(np.concatenate([rows for rows, _ in lists.values()]))
+        fused = np.zeros(union.shape[0], np.float64)
         ranks: dict[str, dict[int, int]] = {}
-        for name, order in rankings.items():
-            r = tied_ranks(raw[name][order])
-            ranks[name] = {int(i): int(k) for i, k in zip(order, r, strict=True)}
+        raw: dict[str, dict[int, float]] = {}
+        for name, (rows, score) in lists.items():
+            r = soft_ranks(score)
+            at = np.searchsorted(union, rows)  # rows are all in the union
+            ranks[name] = dict(zip(rows.tolist(), r.tolist(), strict=True))  # at most k entries
+            raw[name] = dict(zip(rows.tolist(), score.tolist(), strict=True))
             if name == "transcript":  # sharper when the query is about words; a partial match counts in part
-                share = np.clip(said[order] / max(len(terms), 1), 0.0, 1.0) if said.any() else 1.0
-                fused[order] += weights[name] * share / (RRF_K * strength + 1 + r)
+                share = np.array([said.get(i, 0.0) for i in rows.tolist()]) / max(len(terms), 1) if said else 1.0
+                fused[at] += weights[name] * np.clip(share, 0.0, 1.0) / (RRF_K * strength + 1 + r)
             else:
-                fused[order] += weights[name] / (RRF_K + 1 + r)
-        best = [i for i in np.argsort(-fused, kind="stable") if mask[i] and fused[i] > 0][:limit]
+                fused[at] += weights[name] / (RRF_K + 1 + r)
+        if pq.kind:  # a kind the query implies: every candidate of that kind shares rank 0
+            of_kind = m.kind_is(pq.kind)[union]
+            fused[of_kind] += weights["kind"] / (RRF_K + 1)
+            ranks["kind"] = dict.fromkeys(union[of_kind].tolist(), 0)
+            raw["kind"] = dict.fromkeys(union[of_kind].tolist(), 1.0)
+        order = np.argsort(-fused, kind="stable")
+        best = union[order][fused[order] > 0][:limit]
+        for name, values in dense.items():  # explanations quote the measured value, candidate or not
+            raw[name] = _LookupScores(values)
         results = [
-            self._text_result(m, int(i), float(fused[i]), matches, raw, ranks, spoken, words, wanted) for i in best
+            self._text_result(
+                m, int(i), float(fused[np.searchsorted(union, i)]), matches, raw, ranks, spoken, words, wanted
+            )
+            for i in best
         ]
         for r in results:
             r.why = localize(r.why + satisfied(pq, r, m), pq.language)
         return results
 
-    def _passage_matrix(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        gen = self.store.catalog.generation("passages")
-        if self._passages is None or self._passages[0] != gen:
-            self._passages = (gen, *self.store.catalog.passage_matrix())
-        return self._passages[1:]
+    @staticmethod
+    def _sparse(score: np.ndarray, mask: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """A ranker's best ``k`` rows among those with evidence (score > 0) that pass ``mask``."""
+        return top_k(score, mask & (score > 0), k)
+
+    def _description(self, m: Columns, q: np.ndarray, mask: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Best ``k`` items by cosine between the query and their stored description, through the
+        description vector index; a filter that leaves few items is searched exactly over those."""
+        try:
+            index = self.store.vectors(DESCRIPTION_SPACE)
+        except KeyError:
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        allowed = int(mask.sum())
+        if allowed == 0:
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        if self.exact:
+            gen = self.store.catalog.generation(DESCRIPTION_SPACE)
+            if self._exact_desc is None or self._exact_desc[0] != gen:
+                self._exact_desc = (gen, *self.store.catalog.item_matrix(DESCRIPTION_SPACE, "embedding"))
+            _, got, vecs = self._exact_desc
+            score, has = np.zeros(m.n, np.float32), np.zeros(m.n, bool)
+            rows = m.positions(got)
+            score[rows[rows >= 0]] = (vecs @ q)[rows >= 0]
+            has[rows[rows >= 0]] = True
+            return top_k(score, mask & has, k)
+        if allowed < m.n and allowed <= EXACT_FILTERED:
+            ids = m.ids[mask]
+            got, vecs = self.store.catalog.item_vectors(ids, DESCRIPTION_SPACE)
+            if got.size == 0:
+                return np.zeros(0, np.int64), np.zeros(0, np.float32)
+            score, has = np.zeros(m.n, np.float32), np.zeros(m.n, bool)
+            rows = m.positions(got)
+            score[rows[rows >= 0]] = (vecs @ q)[rows >= 0]
+            has[rows[rows >= 0]] = True
+            return top_k(score, mask & has, k)
+        k = min(k, max(ANN_CANDIDATES, self._limit))  # an HNSW search costs about k: ask for what fusion can use
+        fetch = min(len(index), k if allowed == m.n else k * 4)
+        keys, sims = index.search(q, fetch)
+        rows = m.positions(keys)
+        ok = rows >= 0
+        rows, sims = rows[ok], sims[ok]
+        keep = mask[rows]
+        return rows[keep][:k], sims[keep][:k].astype(np.float32)
 
     def lexicon(self) -> wordmatch.Lexicon:
         """The transcripts' vocabulary (cached until passages change), for error-tolerant word matching."""
@@ -536,7 +615,7 @@ class Searcher:
         return cache[item_id]
 
     def _transcript_keyword(
-        self, m: _Matrices, terms: list[wordmatch.Term], spoken: dict[int, dict[str, Any]]
+        self, m: Columns, terms: list[wordmatch.Term], spoken: dict[int, dict[str, Any]]
     ) -> np.ndarray:
         """How well each item's transcript says the query words (see :mod:`wordmatch`).
 
@@ -547,7 +626,7 @@ class Searcher:
         outranks one saying some, whatever BM25 says; among those saying all, the one the query
         describes best comes first. Fills ``spoken`` with the passage saying most of it (and, per
         item, ``coordination`` and the transcript words that matched)."""
-        out = np.zeros(m.ids.shape[0], np.float32)
+        out = np.zeros(m.n, np.float32)
         expr = wordmatch.fts_expression(terms)
         hits = self.store.catalog.fts_passages(expr, limit=2000) if expr else []
         if not hits:
@@ -588,39 +667,51 @@ class Searcher:
             }
         return out
 
-    def _transcript_meaning(self, m: _Matrices, q: np.ndarray, spoken: dict[int, dict[str, Any]]) -> np.ndarray:
-        """Best cosine between the query and any passage of each item, kept when >= 0.35."""
-        out = np.zeros(m.ids.shape[0], np.float32)
-        pids, items, vecs = self._passage_matrix()
-        if pids.size == 0:
+    def _transcript_meaning(self, m: Columns, q: np.ndarray, spoken: dict[int, dict[str, Any]]) -> np.ndarray:
+        """Best cosine between the query and any passage of each item, kept when >= 0.35; the passages
+        come from the transcript vector index (its best 1000)."""
+        out = np.zeros(m.n, np.float32)
+        try:
+            index = self.store.vectors(TRANSCRIPT_SPACE)
+        except KeyError:
             return out
-        sims = vecs @ q
-        order = np.argsort(-sims)
-        order = order[sims[order] >= MEANING_MIN][:1000]
+        if len(index) == 0:
+            return out
+        pids, sims = index.search(q, min(len(index), 1000))
+        keep = sims >= MEANING_MIN
+        pids, sims = pids[keep], sims[keep]
+        owner = self.store.catalog.passage_items(pids.tolist())
         best_pid: dict[int, int] = {}
-        for j in order:
-            pos = m.position(items[j])
+        for pid, sim in zip(pids.tolist(), sims.tolist(), strict=True):  # best first, at most 1000
+            pos = m.position(owner.get(pid, -1))
             if pos >= 0 and out[pos] == 0:
-                out[pos] = sims[j]
-                best_pid[pos] = int(pids[j])
+                out[pos] = sim
+                best_pid[pos] = pid
         info = self.store.catalog.passages(best_pid.values())
         for pos, pid in best_pid.items():
             spoken.setdefault(pos, {**info[pid], "how": "meaning"})
         return out
 
-    def _keyword_scores(self, m: _Matrices, query: str) -> np.ndarray:
-        out = np.zeros(m.ids.shape[0], np.float32)
+    def _keyword(self, m: Columns, query: str, mask: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Best ``k`` items by BM25 over names, tags and descriptions (FTS5 in BM25 order with a LIMIT)."""
         expr = textnorm.fts_query(query)
-        if not expr:
-            return out
-        hits = self.store.catalog.fts(expr, limit=max(200, m.ids.shape[0] // 10))
-        if hits:
-            pos = positions(m.ids, [h[0] for h in hits])
-            out[pos[pos >= 0]] = np.array([h[1] for h in hits], np.float32)[pos >= 0]
-        return out
+        if expr and KEYWORD_COLUMNS:
+            expr = f"{{{' '.join(KEYWORD_COLUMNS)}}} : ({expr})"
+        hits = self.store.catalog.fts(expr, limit=k * 2) if expr else []
+        if not hits:
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        rows = m.positions([h[0] for h in hits])
+        score = np.array([h[1] for h in hits], np.float32)
+        ok = rows >= 0
+        ok[ok] = mask[rows[ok]]
+        rows, score = rows[ok][:k], score[ok][:k]
+        order = np.argsort(-score, kind="stable")
+        return rows[order], score[order]
 
-    def _mask(self, m: _Matrices, f: Filters | None) -> np.ndarray:
-        mask = np.ones(m.ids.shape[0], bool)
+    def _mask(self, m: Columns, f: Filters | None) -> np.ndarray:
+        """(n,) True for live items that meet every filter (vectorised over the columns; a folder
+        filter is an indexed range scan of the catalog's paths)."""
+        mask = m.alive.copy()
         if f is None:
             return mask
         if f.min_duration is not None:
@@ -628,19 +719,28 @@ class Searcher:
         if f.max_duration is not None:
             mask &= m.durations <= f.max_duration
         if f.kind:
-            mask &= m.kinds == f.kind
+            mask &= m.kind_is(f.kind)
+        if f.min_tempo is not None or f.max_tempo is not None:
+            lo = f.min_tempo if f.min_tempo is not None else 0.0
+            hi = f.max_tempo if f.max_tempo is not None else np.inf
+            mask &= (m.tempo > 0) & (m.tempo >= lo) & (m.tempo <= hi)
         if f.path_prefix:
             prefix = os.path.abspath(os.path.expanduser(f.path_prefix))
-            mask &= np.array([p == prefix or p.startswith(prefix.rstrip("/") + "/") for p in m.paths], bool)
+            under = np.zeros(m.n, bool)
+            rows = m.positions(self.store.catalog.ids_under(prefix))
+            under[rows[rows >= 0]] = True
+            mask &= under
         if f.label:
             mask &= self._label_mask(m, f.label, f.label_min)
         return mask
 
-    def _label_mask(self, m: _Matrices, label: str, threshold: float) -> np.ndarray:
+    def _label_mask(self, m: Columns, label: str, threshold: float) -> np.ndarray:
         for space, info in self._spaces().items():
             lowered = [x.lower() for x in info["labels"]]
             if label.lower() in lowered:
-                return m.scores[space][:, lowered.index(label.lower())] >= threshold
+                if not m.has_space(space):
+                    return np.zeros(m.n, bool)
+                return m.label_column(space, lowered.index(label.lower())) >= threshold
         raise ValueError(f"unknown label {label!r}: see `soundscope labels`")
 
     def _best_segment(self, item_id: int, matches: list[LabelMatch]) -> tuple[float, float]:
@@ -655,11 +755,11 @@ class Searcher:
 
     def _text_result(
         self,
-        m: _Matrices,
+        m: Columns,
         i: int,
         fused: float,
         matches: list[LabelMatch],
-        raw: dict[str, np.ndarray],
+        raw: dict[str, Any],
         ranks: dict[str, dict[int, int]],
         spoken: dict[int, dict[str, Any]],
         query: str,
@@ -669,9 +769,10 @@ class Searcher:
         assert row is not None
         why: list[str] = []
         kinds: list[str] = []
+        rows = {lm.space: m.label_row(lm.space, i) for lm in matches}
         contributions = sorted(
             (
-                (float(m.scores[lm.space][i, j] * w), lm.names[k], float(m.scores[lm.space][i, j]), lm.space)
+                (float(rows[lm.space][j] * w), lm.names[k], float(rows[lm.space][j]), lm.space)
                 for lm in matches
                 for k, (j, w) in enumerate(zip(lm.indices, lm.weights, strict=True))
             ),
@@ -688,12 +789,12 @@ class Searcher:
             why.append(f"{how} at {describe.format_clock(passage['start'])}: “{said}”")
             kinds.append("speech")
         if ranks["description"].get(i, 1 << 30) < 10:
-            why.append(f"description matches ({raw['description'][i]:.2f}): {row.description}")
-        if "descriptors" in raw and raw["descriptors"][i] > 0:
-            why.append(f"measured {measured_text(m, i, wanted)} (fit {raw['descriptors'][i]:.2f})")
+            why.append(f"description matches ({raw['description'].get(i, 0.0):.2f}): {row.description}")
+        if "descriptors" in raw and raw["descriptors"].get(i, 0.0) > 0:
+            why.append(f"measured {measured_text(m, i, wanted)} (fit {raw['descriptors'].get(i, 0.0):.2f})")
             if "tempo" in wanted:
                 kinds.append("music")
-        if raw["keyword"][i] > 0:
+        if raw["keyword"].get(i, 0.0) > 0:
             why.append("keywords match name/tags/description")
             kinds.append("text")
         spoken_leads = passage is not None and (
@@ -706,9 +807,9 @@ class Searcher:
             start, end = self._best_segment(row.id, matches)
             if row.duration_s > analyze.SEGMENT_S * 1.5:
                 why.append(f"best moment {describe.format_clock(start)}")
-        primary = next(iter(m.scores), None)
-        labels = describe.top_labels(m.scores[primary][i], self._spaces()[primary]["labels"], k=5) if primary else []
-        evidence = {name: float(raw[name][i]) for name in raw}
+        primary = next((s for s in self._spaces() if m.has_space(s)), None)
+        labels = describe.top_labels(m.label_row(primary, i), self._spaces()[primary]["labels"], k=5) if primary else []
+        evidence = {name: float(raw[name].get(i, 0.0)) for name in raw}
         return Result(
             row.id,
             row.path,
@@ -736,7 +837,7 @@ class Searcher:
         """Items whose best segment is nearest (cosine) to the query: an analysed clip, or a (dim,) vector."""
         m = self.matrices()
         vec = query if isinstance(query, np.ndarray) else query.item_embeddings.get(analyzer.name)
-        if m.ids.size == 0 or vec is None:
+        if m.n == 0 or vec is None:
             return []
         mask = self._mask(m, filters)
         index = self.store.vectors(analyzer.name)
@@ -759,7 +860,7 @@ class Searcher:
             row = self.store.catalog.item(item_id)
             assert row is not None
             pos = m.position(item_id)
-            labels = describe.top_labels(m.scores[space][pos], analyzer.labels, k=5) if space in m.scores else []
+            labels = describe.top_labels(m.label_row(space, pos), analyzer.labels, k=5) if m.has_space(space) else []
             why = [f"sounds similar ({space} embedding cosine {sim:.3f})"]
             if labels:
                 why.append("shares: " + ", ".join(n for n, _ in labels[:3]))

@@ -69,6 +69,7 @@ from starlette.staticfiles import StaticFiles
 from . import decode
 from .api import Library
 from .search import Filters
+from .store.lock import IndexLockedError
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,6 @@ WEB_DIR = Path(__file__).resolve().parent / "web"
 MAX_CLIP_S = 600.0  # an uploaded query clip may be at most 10 minutes long
 MAX_LIMIT = 200  # results per request
 MAX_OFFSET = 1000  # deepest page
-TEMPO_POOL = 1000  # the tempo filter is applied to at most this many best matches
 MAX_QUERY_CHARS = 500
 WAVE_BINS = 256  # peaks stored per file; rendered bars are pooled from these
 WAVE_RATE = 4000  # Hz: decoding rate for waveforms (only the envelope is needed)
@@ -478,6 +478,8 @@ class JobRunner:
             job.state = "done"
         except JobCancelled:
             job.state = "cancelled"
+        except IndexLockedError as exc:  # the CLI (or another server) is indexing this data directory
+            job.state, job.error = "failed", str(exc)
         except Exception as exc:  # a job failing must not kill the runner
             log.exception("indexing job %s failed", job.id)
             job.state, job.error = "failed", f"{type(exc).__name__}: {exc}"
@@ -1158,34 +1160,15 @@ def _search_page(
     tempo: tuple[float | None, float | None] | None,
 ) -> dict[str, Any]:
     """Runs on the library worker: one page of text results (+1 to know whether more exist)."""
+    if tempo is not None:  # a column filter like the others (only music has a measured tempo)
+        filters = Filters(**(filters.__dict__ if filters else {}))
+        filters.min_tempo, filters.max_tempo = tempo
     try:
-        if tempo is None:
-            results = library.search(q, limit=offset + limit + 1, filters=filters)
-        else:
-            f = filters or Filters()
-            if f.kind is None:
-                f.kind = "music"  # only music has a measured tempo
-            pool = library.search(q, limit=min(TEMPO_POOL, max(4 * (offset + limit + 1), 100)), filters=f)
-            lo, hi = tempo
-            bpm = {
-                r.id: float((r.features.get("music") or {}).get("tempo_bpm") or 0.0)
-                for r in library.store.catalog.items([x.item_id for x in pool])
-            }
-            results = [
-                x
-                for x in pool
-                if bpm.get(x.item_id, 0.0) > 0
-                and (lo is None or bpm[x.item_id] >= lo)
-                and (hi is None or bpm[x.item_id] <= hi)
-            ]
-            filters = f
+        results = library.search(q, limit=offset + limit + 1, filters=filters)
     except ValueError as exc:  # e.g. an unknown label
         raise ApiError(400, str(exc)) from exc
     out = _page(library, results, offset, limit)
-    fdict = filters.to_dict() if filters else {}
-    if tempo is not None:
-        fdict.update({k: v for k, v in (("min_tempo", tempo[0]), ("max_tempo", tempo[1])) if v is not None})
-    out["filters"] = fdict
+    out["filters"] = filters.to_dict() if filters else {}
     return out
 
 

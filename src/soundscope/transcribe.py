@@ -43,6 +43,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .text import cache_dir
+
 log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000  # Hz; both models run at 16 kHz
@@ -125,15 +127,6 @@ def _version(dist: str) -> str:
         return importlib.metadata.version(dist)
     except importlib.metadata.PackageNotFoundError:
         return "unknown"
-
-
-def cache_dir() -> Path:
-    """``$SOUNDSCOPE_CACHE_DIR``, else ``$XDG_CACHE_HOME/soundscope``, else ``~/.cache/soundscope``."""
-    env = os.environ.get("SOUNDSCOPE_CACHE_DIR")
-    if env:
-        return Path(env).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "soundscope"
 
 
 def _vad_model_candidates() -> list[tuple[str, Path]]:

@@ -3,19 +3,28 @@
 Layout of ``<data_dir>``::
 
     catalog.sqlite            items, segments, scores, vectors (truth), FTS5, failures, model registry
-    vectors/<space>.usearch   nearest-neighbour index for <space>, rebuilt from the catalog when stale
+    vectors/<space>.usearch   nearest-neighbour index for <space> (segment, item or passage vectors)
+    columns/                  memory-mapped query columns (durations, kinds, descriptors, label scores)
+
+Both accelerators catch up incrementally: keys are never reused, so "what is above my watermark,
+minus the catalog's tombstones since" is exactly what changed. Readers apply that delta in memory;
+the writer folds it in at the end of an index run (:meth:`Store.flush`).
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
+from . import vectors as _vectors
 from .catalog import Catalog, IncompatibleIndexError, ItemRow, SegmentData
-from .vectors import UsearchIndex, VectorIndex
+from .columns import Columns, ColumnStore
+from .vectors import LiveIndex, UsearchIndex, VectorIndex
 
 __all__ = [
     "Catalog",
+    "Columns",
     "IncompatibleIndexError",
     "ItemRow",
     "NoLibraryError",
@@ -24,6 +33,9 @@ __all__ = [
     "VectorIndex",
     "default_data_dir",
 ]
+
+
+FOLD_CHUNK = 50_000  # key range read from the catalog at a time when folding a delta into an index
 
 
 class NoLibraryError(FileNotFoundError):
@@ -43,34 +55,151 @@ def default_data_dir() -> Path:
 class Store:
     """The catalog plus lazily opened, self-healing vector indexes."""
 
-    def __init__(self, data_dir: str | os.PathLike[str] | None = None, *, create: bool = True) -> None:
-        """``create=False``: raise :class:`NoLibraryError` instead of creating a library that is not there."""
+    def __init__(
+        self, data_dir: str | os.PathLike[str] | None = None, *, create: bool = True, vector_store: str | None = None
+    ) -> None:
+        """``create=False``: raise :class:`NoLibraryError` instead of creating a library that is not there.
+        ``vector_store``: where the vector indexes live: None for the embedded usearch files, or a Milvus
+        address ``milvus://host:19530[?token=...]`` (default ``$SOUNDSCOPE_STORE``); the catalog, columns
+        and full-text indexes stay in the data directory either way."""
         self.data_dir = Path(data_dir).expanduser() if data_dir else default_data_dir()
         if not create and not (self.data_dir / "catalog.sqlite").is_file():
             raise NoLibraryError(f"no library at {self.data_dir}; run soundscope index first")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.catalog = Catalog(self.data_dir / "catalog.sqlite")
-        self._indexes: dict[str, VectorIndex] = {}
+        self._columns = ColumnStore(self.catalog, self.data_dir / "columns")
+        self._indexes: dict[str, LiveIndex] = {}
+        self._bases: dict[str, Any] = {}  # space -> UsearchIndex or MilvusIndex (the saved part)
+        self.vector_store = vector_store if vector_store is not None else os.environ.get("SOUNDSCOPE_STORE") or None
+        if self.vector_store in ("", "embedded", "usearch"):
+            self.vector_store = None
 
-    def vectors(self, space: str) -> VectorIndex:
-        """The index of segment vectors for ``space``, rebuilt from the catalog if it is behind."""
-        idx = self._indexes.get(space)
-        generation = self.catalog.generation(space)
-        if idx is not None and getattr(idx, "generation", None) == generation:
-            return idx
-        model = self.catalog.models().get(space)
+    def columns(self) -> Columns:
+        """What text queries read about every item, current with the catalog (see :mod:`.columns`)."""
+        return self._columns.current()
+
+    def source(self, space: str) -> str:
+        """Which rows hold the vectors of ``space``: "items" (one per item: descriptions), "passages"
+        (transcript passages) or "segments" (audio models, one per segment)."""
+        from ..ingest import DESCRIPTION_SPACE, TRANSCRIPT_SPACE
+
+        return {DESCRIPTION_SPACE: "items", TRANSCRIPT_SPACE: "passages"}.get(space, "segments")
+
+    def _dim(self, space: str) -> int:
+        from ..ingest import DESCRIPTION_SPACE, TRANSCRIPT_SPACE
+
+        models = self.catalog.models()
+        model = models.get(space)
         if model is None:
             raise KeyError(f"no vectors of space {space!r} in {self.data_dir}")
-        idx = UsearchIndex.open(self.data_dir / "vectors" / f"{space}.usearch", model["dim"])
-        if idx.generation != generation:
-            idx = UsearchIndex(idx.path, model["dim"])
-            keys, vecs = self.catalog.segment_vectors(space)
-            idx.add(keys, vecs)
-            idx.save(generation)
+        if space == TRANSCRIPT_SPACE:  # passages are embedded by the text encoder
+            return int(models.get(DESCRIPTION_SPACE, {"dim": 512})["dim"])
+        return int(model["dim"])
+
+    def _base(self, space: str, dim: int):
+        """The saved index of ``space`` (memory-mapped when large), reopened when a writer replaced it."""
+        if self.vector_store:
+            return self._milvus_base(space, dim)
+        path = self.data_dir / "vectors" / f"{space}.usearch"
+        base = self._bases.get(space)
+        try:
+            stamp = os.stat(f"{path}.json").st_mtime_ns
+        except OSError:
+            stamp = -1
+        if base is None or getattr(base, "_stamp", None) != stamp:
+            base = UsearchIndex.open(path, dim)
+            if base.catalog != (self.catalog.get_meta("created_at") or ""):
+                base = UsearchIndex(path, dim)  # built from another catalog (or none): start over
+            base._stamp = stamp  # type: ignore[attr-defined]
+            self._bases[space] = base
+        return base
+
+    def _milvus_base(self, space: str, dim: int):
+        """The collection of ``space`` on the Milvus server, named for this library (two libraries on one
+        server never share a collection); one built from another catalog is cleared and refilled."""
+        import hashlib
+
+        from .milvus import from_uri, parse_uri
+
+        base = self._bases.get(space)
+        created = self.catalog.get_meta("created_at") or ""
+        if base is None:
+            tag = hashlib.sha1(created.encode()).hexdigest()[:8]
+            base = from_uri(self.vector_store, space, dim, prefix=f"{parse_uri(self.vector_store)['prefix']}_{tag}")
+            self._bases[space] = base
+        else:
+            base.refresh()  # another process may have saved since
+        if base.catalog not in ("", created) or (base.catalog == "" and base.generation < 0 and len(base)):
+            base.clear()
+        return base
+
+    def _fresh(self, base, dim: int):
+        """An empty index in place of ``base`` (a rebuild)."""
+        if isinstance(base, UsearchIndex):
+            return UsearchIndex(base.path, dim)
+        base.clear()
+        return base
+
+    def vectors(self, space: str) -> LiveIndex:
+        """The nearest-neighbour index of ``space``, current with the catalog: the saved index plus the
+        vectors added and the keys deleted since it was saved (no rebuild; see :meth:`flush`)."""
+        generation = self.catalog.generation("passages" if self.source(space) == "passages" else space)
+        idx = self._indexes.get(space)
+        if idx is not None and idx.generation == generation and idx.base is self._bases.get(space):
+            return idx
+        base = self._base(space, self._dim(space))
+        source = self.source(space)
+        keys, vecs = self.catalog.vectors_range(source, space, after=base.upto)
+        dead = self.catalog.tombstones(source, since=base.tomb_seq)
+        idx = LiveIndex(base, keys, vecs, dead, generation)
         self._indexes[space] = idx
         return idx
 
+    def flush(self, *, force: bool = False) -> None:
+        """Fold what changed into the saved accelerators: each vector index whose delta exceeds
+        :data:`.vectors.DELTA_MAX` (or any, with ``force``) is updated by key and saved, and the column
+        delta is written as a part once large. The writer calls this at the end of an index run."""
+        self._columns.flush(force=force)
+        for space in self.catalog.models():
+            try:
+                dim = self._dim(space)
+            except KeyError:
+                continue
+            if dim <= 0:
+                continue
+            live = self.vectors(space)
+            if live.stale == 0 or (live.stale <= _vectors.DELTA_MAX and not force):
+                continue
+            base = live.base.writable()
+            upto, tomb = self.catalog.max_id(self.source(space)), self.catalog.tombstone_seq()
+            source = self.source(space)
+            if base.upto > upto or base.tomb_seq > tomb:  # cannot be: rebuild
+                base = self._fresh(base, dim)
+            base.remove(self.catalog.tombstones(source, since=base.tomb_seq, until=tomb))
+            for after in range(base.upto, upto, FOLD_CHUNK):  # bounded memory on a large backlog
+                keys, vecs = self.catalog.vectors_range(source, space, after=after, upto=min(upto, after + FOLD_CHUNK))
+                if isinstance(base, UsearchIndex):
+                    base.remove(keys)  # idempotent: a key that somehow is there already is replaced
+                base.add(keys, vecs)  # (Milvus upserts)
+            try:
+                base.save(
+                    self.catalog.generation(space),
+                    upto=upto,
+                    tomb_seq=tomb,
+                    catalog=self.catalog.get_meta("created_at") or "",
+                )
+            except OSError:
+                continue  # read-only or full disk: readers keep applying the delta themselves
+            if not isinstance(base, UsearchIndex):
+                self._indexes.pop(space, None)
+                continue
+            self._bases.pop(space, None)
+            self._indexes.pop(space, None)
+
     def close(self) -> None:
+        for base in self._bases.values():
+            if not isinstance(base, UsearchIndex):
+                base.close()
         self.catalog.close()
 
     def __enter__(self) -> Store:

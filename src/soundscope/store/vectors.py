@@ -18,6 +18,8 @@ from typing import Protocol
 import numpy as np
 
 EXACT_BELOW = 50_000  # brute-force (exact) search below this many vectors: fast and recall 1.0
+DELTA_MAX = 512  # vectors newer than the saved index, searched exactly, before the writer folds them in
+VIEW_ABOVE = 100_000  # readers memory-map saved indexes this large instead of loading them
 
 
 class VectorIndex(Protocol):
@@ -43,22 +45,48 @@ class UsearchIndex:
         self.dim = dim
         self._index = Index(ndim=dim, metric="cos", dtype="f16", connectivity=16, expansion_add=128)
         self.generation = -1
+        self.upto = 0  # highest key the saved index has seen (keys are never reused)
+        self.tomb_seq = 0  # catalog tombstones applied up to this sequence number
+        self.catalog = ""  # the catalog it was built from (its created_at)
+        self.view = False
 
     @classmethod
-    def open(cls, path: Path, dim: int) -> UsearchIndex:
-        """Load from disk if present and readable; otherwise an empty index (generation -1)."""
+    def open(cls, path: Path, dim: int, *, view: bool | None = None) -> UsearchIndex:
+        """Load from disk if present and readable; otherwise an empty index (generation -1).
+        ``view``: memory-map read-only instead of loading (default: for indexes over :data:`VIEW_ABOVE`)."""
         idx = cls(path, dim)
         meta = Path(f"{path}.json")
         if idx.path.exists() and meta.exists():
             try:
                 info = json.loads(meta.read_text())
-                idx._index.load(str(idx.path))
-                if int(info.get("dim", -1)) == dim and len(idx._index) == int(info["count"]):
-                    idx.generation = int(info["generation"])
+                count = int(info["count"])
+                idx.view = (count > VIEW_ABOVE) if view is None else view
+                if idx.view:
+                    idx._index.view(str(idx.path))
                 else:
-                    idx._index.clear()
+                    idx._index.load(str(idx.path))
+                if int(info.get("dim", -1)) == dim and len(idx._index) == count:
+                    idx.generation = int(info["generation"])
+                    idx.upto, idx.tomb_seq = int(info.get("upto", -1)), int(info.get("tomb_seq", -1))
+                    idx.catalog = str(info.get("catalog", ""))
+                else:
+                    idx._reset()
             except (OSError, ValueError, KeyError, RuntimeError):
-                idx._index.clear()
+                idx._reset()
+        return idx
+
+    def _reset(self) -> None:
+        self.__init__(self.path, self.dim)  # type: ignore[misc]
+
+    def keys(self) -> np.ndarray:
+        """(n,) every key held."""
+        return np.asarray(self._index.keys, dtype=np.int64) if len(self._index) else np.zeros(0, np.int64)
+
+    def writable(self) -> UsearchIndex:
+        """This index, loaded for writing if it was memory-mapped."""
+        if not self.view:
+            return self
+        idx = UsearchIndex.open(self.path, self.dim, view=False)
         return idx
 
     def __len__(self) -> int:
@@ -69,9 +97,11 @@ class UsearchIndex:
             self._index.add(np.asarray(keys, dtype=np.uint64), np.asarray(vectors, dtype=np.float32), threads=1)
 
     def remove(self, keys: np.ndarray) -> None:
-        for key in np.asarray(keys, dtype=np.uint64):
-            if int(key) in self._index:
-                self._index.remove(int(key))
+        keys = np.asarray(keys, dtype=np.int64)
+        if keys.size and len(self._index):
+            held = keys[np.isin(keys, self.keys())]
+            if held.size:
+                self._index.remove(held.astype(np.uint64))
 
     def search(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         n = len(self._index)
@@ -82,14 +112,78 @@ class UsearchIndex:
         matches = self._index.search(q, k, exact=n < EXACT_BELOW, threads=1)
         return np.asarray(matches.keys, dtype=np.int64), (1.0 - np.asarray(matches.distances, dtype=np.float32))
 
-    def save(self, generation: int) -> None:
-        """Write index and sidecar atomically (temp file + rename), tagged with the catalog generation."""
+    def save(self, generation: int, *, upto: int = 0, tomb_seq: int = 0, catalog: str = "") -> None:
+        """Write index and sidecar atomically (temp file + rename), tagged with the catalog generation
+        and the watermarks it reflects: every key <= ``upto``, tombstones up to ``tomb_seq``."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         suffix = f".{os.getpid()}.{threading.get_ident()}.tmp"  # concurrent savers never share a temp file
         tmp = self.path.with_name(self.path.name + suffix)
         self._index.save(str(tmp))
         os.replace(tmp, self.path)
         meta_tmp = Path(f"{self.path}.json{suffix}")
-        meta_tmp.write_text(json.dumps({"generation": generation, "count": len(self._index), "dim": self.dim}))
+        info = {
+            "generation": generation,
+            "count": len(self._index),
+            "dim": self.dim,
+            "upto": upto,
+            "tomb_seq": tomb_seq,
+            "catalog": catalog,
+        }
+        meta_tmp.write_text(json.dumps(info))
         os.replace(meta_tmp, f"{self.path}.json")
+        self.generation, self.upto, self.tomb_seq, self.catalog = generation, upto, tomb_seq, catalog
+
+
+class LiveIndex:
+    """A saved index plus what the catalog gained and lost since it was saved.
+
+    Keys above the index's watermark (``upto``) are held as a small exact matrix, and keys deleted
+    since (the catalog's tombstones) are filtered from results, so a reader is current at once without
+    touching the graph; the writer folds the delta in (:meth:`Store.flush`). Implements the search side
+    of :class:`VectorIndex`."""
+
+    def __init__(
+        self, base: UsearchIndex, delta_keys: np.ndarray, delta: np.ndarray, dead: np.ndarray, generation: int
+    ) -> None:
+        self.base = base
+        self.dim = base.dim
+        self.delta_keys = np.asarray(delta_keys, np.int64)
+        self.delta = np.asarray(delta, np.float32).reshape(-1, base.dim) if len(delta_keys) else np.zeros((0, base.dim))
+        self.dead = np.unique(np.asarray(dead, np.int64))
         self.generation = generation
+        self._base_len = len(base)  # once: a remote backend (Milvus) answers a count with a round trip
+        self._dead_in_base = int(np.isin(self.dead, base.keys()).sum()) if self.dead.size and self._base_len else 0
+
+    def __len__(self) -> int:
+        alive_delta = int((~np.isin(self.delta_keys, self.dead)).sum()) if self.dead.size else len(self.delta_keys)
+        return self._base_len - self._dead_in_base + alive_delta
+
+    def keys(self) -> np.ndarray:
+        keys = np.concatenate([self.base.keys(), self.delta_keys])
+        return keys[~np.isin(keys, self.dead)] if self.dead.size else keys
+
+    def search(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(dim,) query -> (keys (m,), cosine (m,)), best first, m <= k, deleted keys left out."""
+        q = np.asarray(query, np.float32).reshape(-1)
+        q = q / max(float(np.linalg.norm(q)), 1e-12)
+        keys, sims = (
+            self.base.search(q, min(k + self._dead_in_base, self._base_len))
+            if self._base_len
+            else (
+                np.zeros(0, np.int64),
+                np.zeros(0, np.float32),
+            )
+        )
+        if self.delta_keys.size:
+            dsims = self.delta @ q / np.maximum(np.linalg.norm(self.delta, axis=1), 1e-12)
+            keys, sims = np.concatenate([keys, self.delta_keys]), np.concatenate([sims, dsims.astype(np.float32)])
+        if self.dead.size:
+            keep = ~np.isin(keys, self.dead)
+            keys, sims = keys[keep], sims[keep]
+        order = np.argsort(-sims, kind="stable")[:k]
+        return keys[order], sims[order]
+
+    @property
+    def stale(self) -> int:
+        """How many changes the saved index lacks (delta vectors plus deletions to apply)."""
+        return int(self.delta_keys.size + self.dead.size)

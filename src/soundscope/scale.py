@@ -1,0 +1,266 @@
+"""Scale benchmark: a synthetic library of N items grown from real analyses, and what it costs.
+
+``soundscope bench --scale N`` indexes real audio (the demo corpus, or ``--from`` an existing library),
+then writes N items through the store's own bulk write path (:meth:`Catalog.bulk`), each a mix of
+two real items' analyses (label scores, segment and description vectors) plus 2 % noise, so the ANN
+is measured on data that varies as real data does, not on exact copies. It reports build, flush and
+open times, warm text and similar latency (CPU and wall, p50/p99), peak RSS of a query process, disk
+per item, ANN recall@10 against exact search, top-10 overlap of text search with the exact full-scan
+ranking, and the wall time of ``soundscope search`` from the shell.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .store import SegmentData, Store
+
+QUERIES = [
+    "dog barking", "rain on a roof", "piano music", "狗叫", "someone speaking", "helicopter overhead",
+    "crackling fire", "a baby crying", "sea waves", "clock ticking", "慢歌", "chainsaw", "birds singing",
+    "drums and bass", "trumpet solo", "下雨的声音", "sneezing", "rooster", "a slow song", "quiet piano under 3 minutes",
+]  # fmt: skip
+
+
+def _source_items(store: Store) -> list[dict[str, Any]]:
+    """Each item of a real library with what a synthetic copy needs: row, item data, first segment."""
+    cat = store.catalog
+    out = []
+    for row in cat.items():
+        item_data = []
+        for space in cat.models():
+            r = cat.conn.execute(
+                "SELECT scores, embedding FROM item_data WHERE item_id=? AND space=?", (row.id, space)
+            ).fetchone()
+            if r:
+                from .store.catalog import from_blob
+
+                item_data.append((space, from_blob(r[0]), from_blob(r[1])))
+        segs: dict[str, tuple[np.ndarray | None, np.ndarray | None]] = {}
+        first = None
+        for space in cat.models():
+            rows = cat.segments_of(row.id, space)
+            if rows and (rows[0][3] is not None or rows[0][4] is not None):
+                first = first or rows[0]
+                segs[space] = (rows[0][3], rows[0][4])
+        out.append({"row": row, "item_data": item_data, "segment": segs, "end": first[2] if first else 5.0})
+    return out
+
+
+def _mix(a: np.ndarray | None, b: np.ndarray | None, alpha: float, rng, *, unit: bool) -> np.ndarray | None:
+    if a is None:
+        return None
+    v = (1 - alpha) * a + (alpha * b if b is not None and b.shape == a.shape else 0)
+    v = v + rng.normal(0, 0.02 * (float(np.abs(a).mean()) + 1e-6), a.shape)
+    if unit:
+        return (v / max(float(np.linalg.norm(v)), 1e-9)).astype(np.float32)
+    return np.clip(v, 0, 1).astype(np.float32)
+
+
+def build(store: Store, sources: list[dict[str, Any]], n: int, *, seed: int = 0, chunk: int = 2000) -> float:
+    """Write ``n`` synthetic items into ``store`` (bulk transactions of ``chunk``); returns seconds."""
+    rng = np.random.default_rng(seed)
+    t = time.perf_counter()
+    done = 0
+    while done < n:
+        with store.catalog.bulk() as cat:
+            for k in range(done, min(n, done + chunk)):
+                a, b = sources[rng.integers(len(sources))], sources[rng.integers(len(sources))]
+                alpha = float(rng.uniform(0, 0.35))
+                row = a["row"]
+                features = json.loads(json.dumps(row.features))
+                music = features.get("music")
+                if music and music.get("tempo_bpm"):
+                    music["tempo_bpm"] = float(music["tempo_bpm"]) * float(rng.uniform(0.9, 1.1))
+                item = {
+                    "path": f"/scale/{k // 1000:04d}/{k:07d}_{Path(row.path).stem}{Path(row.path).suffix}",
+                    "root": "/scale",
+                    "size": 1,
+                    "mtime": float(k),
+                    "content_hash": f"synthetic-{seed}-{k}",
+                    "duration_s": float(row.duration_s * rng.uniform(0.8, 1.2)),
+                    "sample_rate": row.sample_rate,
+                    "channels": row.channels,
+                    "codec": row.codec,
+                    "tags": row.tags,
+                    "features": features,
+                    "kind": row.kind,
+                    "description": row.description,
+                    "indexed_at": 0.0,
+                }
+                bseg = b["segment"]
+                seg = [
+                    SegmentData(space, _mix(sc, (bseg.get(space) or (None, None))[0], alpha, rng, unit=False),
+                                _mix(em, (bseg.get(space) or (None, None))[1], alpha, rng, unit=True))
+                    for space, (sc, em) in a["segment"].items()
+                ]  # fmt: skip
+                bdata = {s: (sc, em) for s, sc, em in b["item_data"]}
+                data = [
+                    SegmentData(space, _mix(sc, bdata.get(space, (None, None))[0], alpha, rng, unit=False),
+                                _mix(em, bdata.get(space, (None, None))[1], alpha, rng, unit=True))
+                    for space, sc, em in a["item_data"]
+                ]  # fmt: skip
+                cat.put_item(item, [(0.0, float(a["end"]), seg)], data)
+        done = min(n, done + chunk)
+    return time.perf_counter() - t
+
+
+def _pct(values: list[float]) -> dict[str, float]:
+    a = np.asarray(values) * 1000
+    return {"p50_ms": round(float(np.percentile(a, 50)), 2), "p99_ms": round(float(np.percentile(a, 99)), 2)}
+
+
+def _timed(fn, reps: list) -> tuple[list[float], list[float]]:
+    wall, cpu = [], []
+    for arg in reps:
+        t, c = time.perf_counter(), time.process_time()
+        fn(arg)
+        wall.append(time.perf_counter() - t)
+        cpu.append(time.process_time() - c)
+    return wall, cpu
+
+
+TIE = 1e-3  # cosine within this of the 10th exact neighbour is as near (float16 storage rounds at ~1e-3)
+
+
+def recall_at_10(store: Store, space: str, n_queries: int = 50, seed: int = 1) -> float:
+    """ANN recall@10 of ``space``'s index against exact cosine over every vector in the catalog: the share
+    of the 10 returned keys that are among the exact 10 nearest (ties within :data:`TIE` included)."""
+    source = store.source(space)
+    keys, vecs = store.catalog.vectors_range(source, space)
+    if keys.size < 20:
+        return 1.0
+    vecs = vecs.astype(np.float16)
+    rng = np.random.default_rng(seed)
+    index = store.vectors(space)
+    hits = []
+    for i in rng.choice(keys.size, size=min(n_queries, keys.size), replace=False):
+        q = vecs[i].astype(np.float32) + rng.normal(0, 0.02, vecs.shape[1]).astype(np.float32)
+        q /= np.linalg.norm(q)
+        exact = np.zeros(keys.size, np.float32)
+        for lo in range(0, keys.size, 200_000):  # chunked: the f16 matrix never becomes one f32 copy
+            exact[lo : lo + 200_000] = vecs[lo : lo + 200_000].astype(np.float32) @ q
+        kth = float(np.sort(exact)[-10])
+        got, _ = index.search(q, 10)
+        got_sims = exact[np.searchsorted(keys, got)]  # keys ascend (catalog order)
+        hits.append(float(np.sum(got_sims >= kth - TIE)) / 10)  # an equally near neighbour counts
+    return round(float(np.mean(hits)), 4)
+
+
+def _shell_search(data_dir: Path, query: str) -> float:
+    t = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-m", "soundscope.cli", "search", query, "--data-dir", str(data_dir), "-n", "10"],
+        check=True,
+        capture_output=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"},
+    )
+    return time.perf_counter() - t
+
+
+_PROBE = r"""
+import json, resource, sys, time
+t = time.perf_counter()
+from soundscope.api import Library
+lib = Library(sys.argv[1], create=False)
+lib.search("dog barking", limit=10)
+first = time.perf_counter() - t
+for q in json.loads(sys.argv[2]):
+    lib.search(q, limit=10)
+print(json.dumps({"open_first_query_s": first, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def run(n: int, *, source_dir: str | None = None, work: str | None = None, seed: int = 0, queries: int = 100) -> dict:
+    """Build a synthetic library of ``n`` items and measure it (see the module docstring)."""
+    from .api import Library
+
+    tmp = tempfile.mkdtemp(prefix="soundscope-scale-", dir=work)
+    root = Path(tmp)
+    if source_dir is None:
+        from .bench import demo_corpus
+
+        src_dir = root / "source"
+        with Library(src_dir, asr_model="none") as src:
+            src.index([str(demo_corpus())])
+    else:
+        src_dir = Path(source_dir)
+    with Store(src_dir, create=False) as src_store:
+        sources = _source_items(src_store)
+        models = src_store.catalog.models()
+    data = root / "library"
+    out: dict[str, Any] = {"items": n, "sources": len(sources), "data_dir": str(data)}
+    with Store(data) as store:
+        for space, m in models.items():
+            store.catalog.register_model(space, m["model_id"], m["params"], m["dim"], m["labels"])
+        out["build_s"] = round(build(store, sources, n, seed=seed), 2)
+        t = time.perf_counter()
+        store.flush(force=True)
+        out["flush_s"] = round(time.perf_counter() - t, 2)  # columns + vector indexes (HNSW above 50k)
+    disk = sum(f.stat().st_size for f in data.rglob("*") if f.is_file())
+    out["disk_bytes_per_item"] = round(disk / max(n, 1))
+    qs = [f"{QUERIES[i % len(QUERIES)]}" + ("" if i < len(QUERIES) else f" {i}") for i in range(queries)]
+    probe = subprocess.run(
+        [sys.executable, "-c", _PROBE, str(data), json.dumps(qs)], check=True, capture_output=True, text=True
+    )
+    out["query_process"] = json.loads(probe.stdout.strip().splitlines()[-1])
+    with Library(data, create=False) as lib:
+        lib.search("warm up", limit=10)
+        wall, cpu = _timed(lambda q: lib.search(q, limit=10), qs)
+        out["text_query_wall"], out["text_query_cpu"] = _pct(wall), _pct(cpu)
+        ids = lib.store.columns().ids
+        picks = np.random.default_rng(seed).choice(ids, size=min(50, ids.size), replace=False).tolist()
+        wall, cpu = _timed(lambda i: lib.similar(int(i), limit=10), picks)
+        out["similar_wall"], out["similar_cpu"] = _pct(wall), _pct(cpu)
+        out["recall_at_10"] = {s: recall_at_10(lib.store, s) for s in ("yamnet", "description") if s in models}
+        exact = Library(data, create=False)
+        exact.searcher.exact = True
+        overlap = []
+        for q in qs[: len(QUERIES)]:
+            a = {r.item_id for r in lib.search(q, limit=10)}
+            b = {r.item_id for r in exact.search(q, limit=10)}
+            overlap.append(len(a & b) / max(len(b), 1))
+        exact.close()
+        out["top10_overlap_with_exact"] = round(float(np.mean(overlap)), 4)
+        t = time.perf_counter()  # the writer's cost of one more file, after analysis: commit, flush, query
+        build(lib.store, sources, 1, seed=seed + 1)
+        lib.store.flush()
+        lib.search("dog barking", limit=10)
+        out["add_one_then_query_s"] = round(time.perf_counter() - t, 3)
+        t = time.perf_counter()
+        lib.store.catalog.delete_items([int(ids[-1])])
+        lib.search("dog barking", limit=10)
+        out["delete_one_then_query_s"] = round(time.perf_counter() - t, 3)
+    out["shell_search_wall_s"] = round(float(np.median([_shell_search(data, q) for q in QUERIES[:3]])), 3)
+    out["bench_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    return out
+
+
+def format_report(r: dict[str, Any]) -> str:
+    return "\n".join(
+        [
+            f"synthetic library: {r['items']} items from {r['sources']} real analyses ({r['data_dir']})",
+            f"  build {r['build_s']} s (bulk writes), flush {r['flush_s']} s (columns + vector indexes)",
+            f"  disk {r['disk_bytes_per_item']} bytes per item",
+            f"  query process: open + first query {r['query_process']['open_first_query_s']:.2f} s, "
+            f"peak RSS {r['query_process']['rss_mb']:.0f} MB",
+            f"  text query wall p50 {r['text_query_wall']['p50_ms']} ms p99 {r['text_query_wall']['p99_ms']} ms; "
+            f"CPU p50 {r['text_query_cpu']['p50_ms']} ms p99 {r['text_query_cpu']['p99_ms']} ms",
+            f"  similar wall p50 {r['similar_wall']['p50_ms']} ms p99 {r['similar_wall']['p99_ms']} ms; "
+            f"CPU p50 {r['similar_cpu']['p50_ms']} ms",
+            f"  ANN recall@10 {r['recall_at_10']}; text top-10 overlap with exact {r['top10_overlap_with_exact']}",
+            f"  add one item then query {r['add_one_then_query_s']} s; "
+            f"delete one item then query {r['delete_one_then_query_s']} s; "
+            f"shell `soundscope search` {r['shell_search_wall_s']} s",
+        ]
+    )
