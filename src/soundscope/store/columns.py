@@ -37,6 +37,7 @@ FORMAT = 1  # bump when the part layout changes: older parts are then rebuilt
 SCALARS = ("duration", "tempo", "tempo_conf", "lufs")
 FLUSH_MIN = 2000  # a delta of at least this many items (or 1/8 of the library) becomes a part
 MAX_PARTS = 8  # more parts than this are merged into one
+READ_CHUNK = 50_000  # item ids read from the catalog at a time when building a part
 
 
 def kind_codes(kinds: np.ndarray) -> np.ndarray:
@@ -146,12 +147,13 @@ def read_part(catalog: Catalog, spaces: dict[str, int], *, after: int, upto: int
     ids = cols["ids"]
     part = Part(ids, {k: cols[k] for k in SCALARS}, kind_codes(cols["kind"]))
     for space, width in spaces.items():
-        got, rows = catalog.item_matrix_range(space, "scores", after=after, upto=upto)
         mat = np.zeros((width, ids.shape[0]), np.float16)
-        if got.size:
-            pos = np.searchsorted(ids, got)
-            ok = (pos < ids.shape[0]) & (ids[np.minimum(pos, ids.shape[0] - 1)] == got)
-            mat[:, pos[ok]] = rows[ok].T.astype(np.float16)
+        for lo in range(after, upto, READ_CHUNK):  # bounded memory: never all rows as float32 at once
+            got, rows = catalog.item_matrix_range(space, "scores", after=lo, upto=min(upto, lo + READ_CHUNK))
+            if got.size:
+                pos = np.searchsorted(ids, got)
+                ok = (pos < ids.shape[0]) & (ids[np.minimum(pos, ids.shape[0] - 1)] == got)
+                mat[:, pos[ok]] = rows[ok].T.astype(np.float16)
         part.scores[space] = mat
     return part
 
