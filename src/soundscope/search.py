@@ -743,6 +743,12 @@ class Searcher:
                 return m.label_column(space, lowered.index(label.lower())) >= threshold
         raise ValueError(f"unknown label {label!r}: see `soundscope labels`")
 
+    def _item_scores(self, m: Columns, row: int, space: str) -> np.ndarray:
+        """(n_labels,) item-level label scores of the item at ``row``: one catalog row (reading a column of
+        the label-major parts would touch a page per label)."""
+        got = self.store.catalog.item_scores(int(m.ids[row]), space)
+        return got if got is not None else np.zeros(m.widths.get(space, 0), np.float32)
+
     def _best_segment(self, item_id: int, matches: list[LabelMatch]) -> tuple[float, float]:
         best, span = -1.0, (0.0, 0.0)
         for lm in matches:
@@ -769,7 +775,7 @@ class Searcher:
         assert row is not None
         why: list[str] = []
         kinds: list[str] = []
-        rows = {lm.space: m.label_row(lm.space, i) for lm in matches}
+        rows = {lm.space: self._item_scores(m, i, lm.space) for lm in matches}
         contributions = sorted(
             (
                 (float(rows[lm.space][j] * w), lm.names[k], float(rows[lm.space][j]), lm.space)
@@ -808,7 +814,11 @@ class Searcher:
             if row.duration_s > analyze.SEGMENT_S * 1.5:
                 why.append(f"best moment {describe.format_clock(start)}")
         primary = next((s for s in self._spaces() if m.has_space(s)), None)
-        labels = describe.top_labels(m.label_row(primary, i), self._spaces()[primary]["labels"], k=5) if primary else []
+        labels = (
+            describe.top_labels(self._item_scores(m, i, primary), self._spaces()[primary]["labels"], k=5)
+            if primary
+            else []
+        )
         evidence = {name: float(raw[name].get(i, 0.0)) for name in raw}
         return Result(
             row.id,
@@ -860,7 +870,8 @@ class Searcher:
             row = self.store.catalog.item(item_id)
             assert row is not None
             pos = m.position(item_id)
-            labels = describe.top_labels(m.label_row(space, pos), analyzer.labels, k=5) if m.has_space(space) else []
+            scores = self._item_scores(m, pos, space) if m.has_space(space) else None
+            labels = describe.top_labels(scores, analyzer.labels, k=5) if scores is not None else []
             why = [f"sounds similar ({space} embedding cosine {sim:.3f})"]
             if labels:
                 why.append("shares: " + ", ".join(n for n, _ in labels[:3]))

@@ -8,6 +8,7 @@ item behind. Vectors and label scores are stored as float16 blobs; the vector in
 
 from __future__ import annotations
 
+import heapq
 import json
 import sqlite3
 import time
@@ -20,6 +21,7 @@ from typing import Any
 import numpy as np
 
 SCHEMA_VERSION = 3
+FTS_SCAN = 5_000  # matches of a keyword query scored by BM25 at most (see Catalog.fts)
 
 MIGRATIONS: dict[int, str] = {
     1: """
@@ -573,6 +575,11 @@ class Catalog:
             return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
         return np.asarray(ids, np.int64), np.stack(rows)
 
+    def item_scores(self, item_id: int, space: str) -> np.ndarray | None:
+        """The item-level label scores of one item in ``space`` (None if absent)."""
+        row = self.conn.execute("SELECT scores FROM item_data WHERE item_id=? AND space=?", (item_id, space)).fetchone()
+        return from_blob(row[0]) if row else None
+
     def item_vector(self, item_id: int, space: str) -> np.ndarray | None:
         """The item-level embedding of one item in ``space`` (None if absent)."""
         row = self.conn.execute(
@@ -597,16 +604,20 @@ class Catalog:
         return {r[0]: (r[1], r[2], r[3]) for r in rows}
 
     def fts(self, match: str, limit: int) -> list[tuple[int, float]]:
-        """(item id, bm25 score, higher is better) for an FTS5 MATCH expression."""
+        """(item id, bm25 score, higher is better) for an FTS5 MATCH expression, best ``limit`` first.
+
+        BM25 in ``ORDER BY`` scores every matching row (a word in 10^5 descriptions costs 10^5 doc-size
+        reads), so at most :data:`FTS_SCAN` matches are scored, the oldest first, and the best of those
+        kept: exact below that many matches, an approximation for words too common to discriminate."""
         try:
             rows = self.conn.execute(
-                "SELECT rowid, -bm25(items_fts, 2.0, 1.5, 1.0) FROM items_fts WHERE items_fts MATCH ? "
-                "ORDER BY bm25(items_fts, 2.0, 1.5, 1.0) LIMIT ?",
-                (match, limit),
+                "SELECT rowid, -bm25(items_fts, 2.0, 1.5, 1.0) FROM items_fts WHERE items_fts MATCH ? LIMIT ?",
+                (match, max(limit, FTS_SCAN)),
             ).fetchall()
         except sqlite3.OperationalError:
             return []
-        return [(int(r[0]), float(r[1])) for r in rows]
+        best = heapq.nsmallest(limit, rows, key=lambda r: (-r[1], r[0]))  # of at most FTS_SCAN rows
+        return [(int(r[0]), float(r[1])) for r in best]
 
     # -- change tracking (for accelerators that catch up incrementally) -------------------------
     def tombstone_seq(self) -> int:
