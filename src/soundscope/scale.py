@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from .bench import _pct
 from .store import SegmentData, Store
 
 QUERIES = [
@@ -39,13 +40,9 @@ def _source_items(store: Store) -> list[dict[str, Any]]:
     for row in cat.items():
         item_data = []
         for space in cat.models():
-            r = cat.conn.execute(
-                "SELECT scores, embedding FROM item_data WHERE item_id=? AND space=?", (row.id, space)
-            ).fetchone()
-            if r:
-                from .store.catalog import from_blob
-
-                item_data.append((space, from_blob(r[0]), from_blob(r[1])))
+            scores, embedding = cat.item_scores(row.id, space), cat.item_vector(row.id, space)
+            if scores is not None or embedding is not None:
+                item_data.append((space, scores, embedding))
         segs: dict[str, tuple[np.ndarray | None, np.ndarray | None]] = {}
         first = None
         for space in cat.models():
@@ -113,11 +110,6 @@ def build(store: Store, sources: list[dict[str, Any]], n: int, *, seed: int = 0,
                 cat.put_item(item, [(0.0, float(a["end"]), seg)], data)
         done = min(n, done + chunk)
     return time.perf_counter() - t
-
-
-def _pct(values: list[float]) -> dict[str, float]:
-    a = np.asarray(values) * 1000
-    return {"p50_ms": round(float(np.percentile(a, 50)), 2), "p99_ms": round(float(np.percentile(a, 99)), 2)}
 
 
 def _timed(fn, reps: list) -> tuple[list[float], list[float]]:

@@ -224,16 +224,6 @@ class LabelMatch:
     names: list[str]
 
 
-def positions(ids: np.ndarray, wanted: Any) -> np.ndarray:
-    """Positions of the item ids ``wanted`` in the ascending array ``ids``; -1 where absent."""
-    wanted = np.atleast_1d(np.asarray(wanted, np.int64))
-    if ids.size == 0:
-        return np.full(wanted.shape[0], -1, np.int64)
-    pos = np.searchsorted(ids, wanted)
-    found = (pos < ids.shape[0]) & (ids[np.minimum(pos, ids.shape[0] - 1)] == wanted)
-    return np.where(found, pos, -1)
-
-
 def top_k(score: np.ndarray, ok: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The best ``k`` rows of ``score`` (n,) among those where ``ok`` (n,) holds: (rows (m,), scores (m,)),
     best first, ties in row order. O(n) vectorised selection (argpartition), then a sort of m <= k."""
@@ -381,7 +371,6 @@ class Searcher:
     ) -> None:
         self.store = store
         self.encoder = encoder
-        self._limit = 10
         self.exact = False  # True: every ranker scans every item (the reference for ANN overlap checks)
         self._exact_desc: tuple[int, np.ndarray, np.ndarray] | None = None
         self.label_top_k = label_top_k
@@ -487,7 +476,6 @@ class Searcher:
         mask = self._mask(m, _with_parsed(filters, pq)) & self._exclusion_mask(m, pq)
         q = self.encoder.encode([texts[0] if texts else positive])[0]
         k = m.n if self.exact else max(CANDIDATES, limit)
-        self._limit = limit
         lists: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # ranker -> (rows, scores), best first
         dense: dict[str, np.ndarray] = {}  # rankers scored on every item (vectorised), for explanations
         label_sims = self.all_label_sims(texts)
@@ -501,7 +489,7 @@ class Searcher:
         if wanted:
             dense["descriptors"] = descriptor_scores(m, wanted)
             lists["descriptors"] = top_k(dense["descriptors"], mask & (dense["descriptors"] > 0), k)
-        lists["description"] = self._description(m, q, mask, k)
+        lists["description"] = self._description(m, q, mask, k, limit)
         words = pq.said or positive  # constraint words too: "longer", "muted" may be what was said
         lists["keyword"] = self._keyword(m, " ".join(texts), mask, k)
         spoken: dict[int, dict[str, Any]] = {}
@@ -556,7 +544,9 @@ class Searcher:
         """A ranker's best ``k`` rows among those with evidence (score > 0) that pass ``mask``."""
         return top_k(score, mask & (score > 0), k)
 
-    def _description(self, m: Columns, q: np.ndarray, mask: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def _description(
+        self, m: Columns, q: np.ndarray, mask: np.ndarray, k: int, limit: int
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Best ``k`` items by cosine between the query and their stored description, through the
         description vector index; a filter that leaves few items is searched exactly over those."""
         try:
@@ -571,22 +561,11 @@ class Searcher:
             if self._exact_desc is None or self._exact_desc[0] != gen:
                 self._exact_desc = (gen, *self.store.catalog.item_matrix(DESCRIPTION_SPACE, "embedding"))
             _, got, vecs = self._exact_desc
-            score, has = np.zeros(m.n, np.float32), np.zeros(m.n, bool)
-            rows = m.positions(got)
-            score[rows[rows >= 0]] = (vecs @ q)[rows >= 0]
-            has[rows[rows >= 0]] = True
-            return top_k(score, mask & has, k)
+            return self._exact_top(m, got, vecs, q, mask, k)
         if allowed < m.n and allowed <= EXACT_FILTERED:
-            ids = m.ids[mask]
-            got, vecs = self.store.catalog.item_vectors(ids, DESCRIPTION_SPACE)
-            if got.size == 0:
-                return np.zeros(0, np.int64), np.zeros(0, np.float32)
-            score, has = np.zeros(m.n, np.float32), np.zeros(m.n, bool)
-            rows = m.positions(got)
-            score[rows[rows >= 0]] = (vecs @ q)[rows >= 0]
-            has[rows[rows >= 0]] = True
-            return top_k(score, mask & has, k)
-        k = min(k, max(ANN_CANDIDATES, self._limit))  # an HNSW search costs about k: ask for what fusion can use
+            got, vecs = self.store.catalog.item_vectors(m.ids[mask], DESCRIPTION_SPACE)
+            return self._exact_top(m, got, vecs, q, mask, k)
+        k = min(k, max(ANN_CANDIDATES, limit))  # an HNSW search costs about k: ask for what fusion can use
         fetch = min(len(index), k if allowed == m.n else k * 4)
         keys, sims = index.search(q, fetch)
         rows = m.positions(keys)
@@ -594,6 +573,19 @@ class Searcher:
         rows, sims = rows[ok], sims[ok]
         keep = mask[rows]
         return rows[keep][:k], sims[keep][:k].astype(np.float32)
+
+    @staticmethod
+    def _exact_top(
+        m: Columns, got: np.ndarray, vecs: np.ndarray, q: np.ndarray, mask: np.ndarray, k: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Best ``k`` of the items ``got`` (m,) by exact cosine of their vectors (m, d) with ``q``, within ``mask``."""
+        if got.size == 0:
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        score, has = np.zeros(m.n, np.float32), np.zeros(m.n, bool)
+        rows = m.positions(got)
+        score[rows[rows >= 0]] = (vecs @ q)[rows >= 0]
+        has[rows[rows >= 0]] = True
+        return top_k(score, mask & has, k)
 
     def lexicon(self) -> wordmatch.Lexicon:
         """The transcripts' vocabulary (cached until passages change), for error-tolerant word matching."""

@@ -83,11 +83,6 @@ class Columns:
     def n(self) -> int:
         return int(self.ids.shape[0])
 
-    @property
-    def kinds(self) -> np.ndarray:
-        """(n,) kind names (object array; built on first use)."""
-        return np.asarray(KINDS, dtype=object)[self.kinds_code]
-
     def kind_is(self, kind: str) -> np.ndarray:
         return self.kinds_code == KINDS.index(kind) if kind in KINDS else np.zeros(self.n, bool)
 
