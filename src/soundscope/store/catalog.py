@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 FTS_SCAN = 5_000  # matches of a keyword query scored by BM25 at most (see Catalog.fts)
 
 MIGRATIONS: dict[int, str] = {
@@ -115,6 +115,31 @@ MIGRATIONS: dict[int, str] = {
     CREATE TRIGGER passages_gone AFTER DELETE ON passages BEGIN
         INSERT INTO tombstones(kind, id) VALUES('passage', old.id);
     END;
+    """,
+    # Listeners and captions. Events: what a listener did with an item (issue 14): like, dislike, play
+    # (value: seconds listened), skip; the query they came from, if any. Captions: optional fluent
+    # sentences per item and language from a language model (issue 15), beside the template description.
+    # Both cascade with their item, so a removed item leaves nothing dangling.
+    4: """
+    CREATE TABLE events(
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        user TEXT NOT NULL,
+        item_id INTEGER NOT NULL REFERENCES items(id) ON DELETE CASCADE,
+        kind TEXT NOT NULL,              -- like | dislike | play | skip
+        value REAL NOT NULL DEFAULT 0,   -- play: seconds listened; otherwise 0 (or a weight)
+        at REAL NOT NULL,                -- unix time, seconds
+        query TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX events_user ON events(user, at);
+    CREATE INDEX events_item ON events(item_id);
+    CREATE TABLE captions(
+        item_id INTEGER NOT NULL REFERENCES items(id) ON DELETE CASCADE,
+        language TEXT NOT NULL,          -- 'en' | 'zh'
+        text TEXT NOT NULL,
+        model TEXT NOT NULL,             -- the language model that wrote it
+        at REAL NOT NULL,
+        PRIMARY KEY(item_id, language)
+    ) WITHOUT ROWID;
     """,
 }
 TOMBSTONE_KINDS = {"items": "item", "segments": "segment", "passages": "passage"}
