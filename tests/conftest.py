@@ -36,6 +36,19 @@ def time_bound(seconds: float):
         signal.signal(signal.SIGALRM, previous)
 
 
+def in_ci() -> bool:
+    """Whether this run is CI (``$CI`` set and not 0/false): there, a backend that cannot start fails."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def skip_unless_ci(reason: str) -> None:
+    """Skip with ``reason`` on a developer machine without the extra; under CI fail instead, since
+    scripts/test.sh installs every extra and a skipped backend there would hide a regression."""
+    if in_ci():
+        pytest.fail(f"{reason} (CI={os.environ.get('CI')}: required here, not skipped)", pytrace=False)
+    pytest.skip(reason)
+
+
 def shared(*parts: str) -> Path:
     """A path under the shared real-data folder; skips the test when it is absent."""
     p = SHARED.joinpath(*parts)

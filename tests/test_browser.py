@@ -260,3 +260,33 @@ def test_screenshots(browser, live, shots, name, viewport, scale):
             pg.screenshot(path=str(shots / f"{name}-index.png"))
         ctx.close()
     print(f"screenshots in {shots}")
+
+
+def test_like_dislike_play_skip_and_for_you(page, live):
+    """Issue 14: the like / dislike buttons and the player record events; "For you" recommends from them."""
+    from soundscope.recommend import default_user
+
+    user = default_user()  # the page has no accounts: the server's OS user
+    cat = live.lib.store.catalog
+    cat.delete_events(user)
+    _search(page, "dog barking")
+    first = page.locator("#results .card").first
+    first.locator(".fb-like").click()
+    page.locator("#results .card").nth(2).locator(".fb-dislike").click()
+    third = page.locator("#results .card").nth(3)
+    third.locator(".play").click()
+    page.wait_for_selector("#results .card.playing")
+    third.locator(".play").click()  # stopped at once: a skip
+    deadline = time.monotonic() + 10
+    while len(cat.events(user)) < 3 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    kinds = sorted(e["kind"] for e in cat.events(user))
+    assert kinds == ["dislike", "like", "skip"], kinds
+    assert first.locator(".fb-like").get_attribute("aria-pressed") == "true"
+    assert {e["query"] for e in cat.events(user)} == {"dog barking"}
+    page.click("#for-you")
+    page.wait_for_function("() => document.querySelector('#status').textContent.includes('Recommended for you')")
+    page.wait_for_selector("#results .card:not(.skeleton)")
+    why = page.locator("#results .card .why").first.inner_text()
+    assert "because you liked" in why
+    cat.delete_events(user)

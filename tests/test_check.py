@@ -18,6 +18,7 @@ from soundscope.api import Library
 from soundscope.check import check
 from soundscope.store import Store
 from soundscope.store.lock import IndexLock, IndexLockedError
+from soundscope.store.vectors import data_file
 from tests.conftest import DEMO
 
 PICKS = ["sounds/dog/1-30344-A.ogg", "sounds/rain/1-17367-A.ogg", "speech/prompts/hello-world.wav"]
@@ -36,7 +37,7 @@ def template(tmp_path_factory, yamnet_model) -> tuple[Path, Path]:
         assert report.indexed == len(PICKS) and report.failed == 0, report.failures
         assert lib.stats()["passages"] > 0  # the transcript full-text index has rows to lose
         lib.store.flush(force=True)  # save the vector indexes (a library this small is otherwise never saved)
-    assert (root / "data" / "vectors" / "yamnet.usearch").is_file()
+    assert data_file(root / "data" / "vectors" / "yamnet.usearch").is_file()
     return corpus, root / "data"
 
 
@@ -96,21 +97,21 @@ def test_a_missing_library_exits_2(tmp_path, capsys):
 
 
 def test_deleted_vector_index_file_is_rebuilt(store):
-    path = store.data_dir / "vectors" / "yamnet.usearch"
+    path = data_file(store.data_dir / "vectors" / "yamnet.usearch")
     path.unlink()
     found = check(store, repair=False)
-    assert "yamnet.usearch is missing" in _by_name(found)["vectors: yamnet"].detail
+    assert f"{path.name} is missing" in _by_name(found)["vectors: yamnet"].detail
     _repair_and_recheck(store, {"vectors: yamnet"})
-    assert path.is_file()
+    assert data_file(path.with_name("yamnet.usearch")).is_file()
 
 
 def test_garbage_in_the_vector_index_file_is_rebuilt(store, capsys):
-    path = store.data_dir / "vectors" / "yamnet.usearch"
+    path = data_file(store.data_dir / "vectors" / "yamnet.usearch")
     path.write_bytes(b"\x00garbage" * 512)
     assert "unreadable" in _by_name(check(store, repair=False))["vectors: yamnet"].detail
     assert cli.main(["check", "--data-dir", str(store.data_dir)]) == 1
     out = capsys.readouterr().out
-    assert "PROBLEM   vectors: yamnet: yamnet.usearch is unreadable" in out and "1 problem remains" in out
+    assert f"PROBLEM   vectors: yamnet: {path.name} is unreadable" in out and "1 problem remains" in out
     assert cli.main(["check", "--data-dir", str(store.data_dir), "--repair"]) == 0
     out = capsys.readouterr().out
     assert "repaired  vectors: yamnet" in out and "rebuilt from the catalog (" in out
@@ -120,8 +121,8 @@ def test_garbage_in_the_vector_index_file_is_rebuilt(store, capsys):
 def test_a_readable_index_with_other_keys_is_found(store):
     """A well-formed saved index (sidecar in step) that lost a vector the catalog still holds would be
     trusted by the store: only comparing the keys a search sees with the catalog's catches it."""
-    path = store.data_dir / "vectors" / "yamnet.usearch"
-    meta = Path(f"{path}.json")
+    meta = store.data_dir / "vectors" / "yamnet.usearch.json"
+    path = data_file(store.data_dir / "vectors" / "yamnet.usearch")
     index = Index.restore(str(path))
     want = np.asarray(index.keys, np.int64)
     index.remove(int(want[0]))

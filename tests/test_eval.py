@@ -98,3 +98,36 @@ def test_spoken_content_evaluation_meets_targets(speech_report):
     assert ident["r_at_1"] >= 0.90 and ident["r_at_5"] >= 0.97
     assert rand["r_at_1"] >= 0.80  # 3 words at random: often shared with a near-duplicate prompt
     assert "R@1" in evaluate.format_speech(r)
+
+
+def test_category_queries_answer_through_the_ontology(esc10_report, esc10_work):
+    """Categories YAMNet has no output for ("human sounds") or that it rarely fires (its parent labels)
+    are answered through their descendants: on ESC-10, babies crying and sneezing are the human sounds,
+    dogs and roosters the animals."""
+    from soundscope.api import Library
+
+    clips = {c.path: c for c in evaluate.link_clips(shared("esc10"), esc10_work)}
+    cases = {
+        "human sounds": {"crying_baby", "sneezing"},
+        "人发出的声音": {"crying_baby", "sneezing"},
+        "animal sounds": {"dog", "rooster"},
+    }
+    with Library(esc10_work / "index") as lib:
+        for query, wanted in cases.items():
+            top = [clips[r.path].category for r in lib.search(query, limit=10)]
+            assert sum(c in wanted for c in top) >= 8, (query, top)
+
+
+def test_confidence_floor_tells_nothing_here_from_a_hit(esc10_report, esc10_work):
+    """A query for a sound the library does not hold gets results marked weak ("no close match;
+    nearest:"); the class queries' relevant top-10 results are never marked weak."""
+    from soundscope.api import Library
+
+    clips = {c.path: c for c in evaluate.link_clips(shared("esc10"), esc10_work)}
+    with Library(esc10_work / "index") as lib:
+        for query in ("car horn", "church bells", "汽车喇叭"):
+            assert all(r.weak for r in lib.search(query, limit=10)), query
+        for cat, query in evaluate.ESC10_QUERIES_EN.items():
+            results = lib.search(query, limit=10)
+            assert not any(r.weak for r in results if clips[r.path].category == cat), query
+            assert [r.weak for r in results] == sorted(r.weak for r in results)  # weak ones come last

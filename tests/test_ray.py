@@ -17,9 +17,12 @@ import numpy as np
 import pytest
 
 from soundscope.api import Library
-from tests.conftest import DEMO
+from tests.conftest import DEMO, skip_unless_ci
 
-ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'soundscope[ray]' (scripts/test.sh does)")
+try:
+    import ray
+except ImportError:
+    skip_unless_ci("Ray is not installed: pip install 'soundscope[ray]' (scripts/test.sh does)")
 
 PICKS = [
     "sounds/dog/1-30344-A.ogg",
@@ -37,7 +40,7 @@ def cluster():
     try:
         ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
     except Exception as exc:
-        pytest.skip(f"cannot start a local Ray cluster here: {type(exc).__name__}: {exc}")
+        skip_unless_ci(f"cannot start a local Ray cluster here: {type(exc).__name__}: {exc}")
     yield
     ray.shutdown()
 

@@ -8,6 +8,7 @@ import pytest
 from soundscope import scale
 from soundscope.search import CANDIDATES
 from soundscope.store import Store
+from soundscope.store.vectors import data_file
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +26,7 @@ def big(demo_lib, tmp_path_factory):
 
 def test_flush_writes_parts_and_indexes(big):
     assert (big / "columns" / "manifest.json").exists()
-    assert (big / "vectors" / "yamnet.usearch").exists() and (big / "vectors" / "description.usearch").exists()
+    assert all(data_file(big / "vectors" / f"{space}.usearch").exists() for space in ("yamnet", "description"))
     with Store(big) as store:
         cols = store.columns()
         assert cols.n == 2500 and isinstance(cols.parts[0].ids, np.memmap) and cols.parts[-1].n == 0

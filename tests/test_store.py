@@ -5,6 +5,7 @@ import pytest
 
 from soundscope.store import IncompatibleIndexError, SegmentData, Store
 from soundscope.store.catalog import SCHEMA_VERSION
+from soundscope.store.vectors import data_file
 
 
 def _item(path: str, **kw) -> dict:
@@ -121,8 +122,9 @@ def test_vector_index_catches_up_incrementally_and_heals(store, monkeypatch):
     keys, sims = idx.search(_vec(3), 2)
     assert sims[0] == pytest.approx(1.0, abs=1e-3) and len(keys) == 2
     store.flush()
-    path = store.data_dir / "vectors" / "m.usearch"
-    assert path.exists() and store.vectors("m").delta_keys.size == 0 and len(store.vectors("m")) == 5
+    path = store.data_dir / "vectors" / "m.usearch.json"  # the sidecar: rewritten by each save
+    assert data_file(path.with_suffix("")).exists()
+    assert store.vectors("m").delta_keys.size == 0 and len(store.vectors("m")) == 5
     saved = path.stat().st_mtime_ns
     _put(cat, 5)  # one more file: a delta of one, below DELTA_MAX: the saved index is not rewritten
     store.flush()

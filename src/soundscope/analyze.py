@@ -45,6 +45,7 @@ class Analysis:
     item_counts: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (n_labels,) frames with p >= 0.5
     music: dict[str, Any] | None = None  # music descriptors (tempo, loudness, key...) when the file is music
     passages: list[dict[str, Any]] | None = None  # transcript (set by ingest when the file holds speech)
+    fingerprint: Any = None  # fingerprint.Fingerprint, when asked for (computed in the first pass)
 
 
 class _Streamer:
@@ -183,9 +184,18 @@ def _analyze(
     *,
     sample_rate: int,
     segment_s: float,
+    fingerprint: bool = False,
 ) -> Analysis:
     acc = _FeatureAccumulator(sample_rate)
-    outputs = _run_pass(blocks(), analyzers, [acc], sample_rate)
+    accumulators: list[Any] = [acc]
+    if fingerprint:  # landmark hashes from the same decoded blocks (no second decode)
+        from .fingerprint import SAMPLE_RATE as FP_RATE
+        from .fingerprint import FingerprintAccumulator
+
+        if sample_rate != FP_RATE:
+            raise ValueError(f"fingerprints need audio at {FP_RATE} Hz, not {sample_rate}")
+        accumulators.append(FingerprintAccumulator())
+    outputs = _run_pass(blocks(), analyzers, accumulators, sample_rate)
     feats = acc.result()
     if feats["duration_s"] <= 0:
         raise decode.DecodeError("no audio samples")
@@ -196,6 +206,8 @@ def _analyze(
         [PooledSegment(s, e, {}, {}) for s, e in segment_bounds(feats["duration_s"], segment_s)],
     )
     pool_into(analysis, outputs, analyzers)
+    if fingerprint:
+        analysis.fingerprint = accumulators[1].result()
     if music_analyzers and analyzers and music_share(analysis, analyzers[0]) >= MUSIC_GATE:
         from .descriptors import MusicDescriptorAccumulator
 
@@ -213,10 +225,12 @@ def analyze_file(
     sample_rate: int = SAMPLE_RATE,
     segment_s: float = SEGMENT_S,
     block_s: float = BLOCK_S,
+    fingerprint: bool = False,
 ) -> Analysis:
     """Decode ``path`` as a stream and run every analyzer over it; if the first pass finds music
     (see :data:`MUSIC_GATE`), stream it once more through ``music_analyzers`` and the music
-    descriptors. Memory stays bounded by one block. Raises ``decode.DecodeError``."""
+    descriptors. Memory stays bounded by one block. Raises ``decode.DecodeError``.
+    ``fingerprint``: also compute the landmark fingerprint in the first pass (``Analysis.fingerprint``)."""
     info = decode.probe(path)
     return _analyze(
         info,
@@ -225,6 +239,7 @@ def analyze_file(
         music_analyzers or [],
         sample_rate=sample_rate,
         segment_s=segment_s,
+        fingerprint=fingerprint,
     )
 
 

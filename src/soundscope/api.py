@@ -82,7 +82,17 @@ class Library:
 
     @cached_property
     def searcher(self) -> Searcher:
-        return Searcher(self.store, self.encoder)
+        searcher = Searcher(self.store, self.encoder)
+        searcher.rewrite = self.rewriter  # None unless a language model is configured
+        return searcher
+
+    @cached_property
+    def rewriter(self):  # -> soundscope.llm.QueryRewriter | None
+        """The language-model stage for queries (``$SOUNDSCOPE_LLM_URL``; see :mod:`soundscope.llm`), or
+        None: then no network call is ever made. ``lib.rewriter.mode = "always"`` is ``--llm``."""
+        from .llm import rewriter_from_env
+
+        return rewriter_from_env()
 
     def index(
         self,
@@ -105,15 +115,93 @@ class Library:
             )
             return indexer.run(list(paths), rehash=rehash, progress=progress, jobs=jobs, ray=ray)
 
-    def search(self, query: str, *, limit: int = 10, filters: Filters | None = None) -> list[Result]:
-        """Best ``limit`` items for a free-text query, with scores and explanations."""
-        return self.searcher.search(query, limit=limit, filters=filters)
+    def search(
+        self, query: str, *, limit: int = 10, filters: Filters | None = None, user: str | None = None
+    ) -> list[Result]:
+        """Best ``limit`` items for a free-text query, with scores and explanations. ``user``: personalised
+        for this listener (re-ranked by their profile; unchanged for one with no history); None: off."""
+        if user is None:
+            return self.searcher.search(query, limit=limit, filters=filters)
+        from .recommend import POOL
+
+        results = self.searcher.search(query, limit=max(POOL, limit), filters=filters)
+        return self.recommender.rerank(user, results, limit=limit, language=self.parse(query).language)
+
+    # -- listeners (issue 14; see soundscope.recommend) ------------------------------------------
+    @cached_property
+    def recommender(self):  # -> soundscope.recommend.Recommender
+        from .recommend import Recommender
+
+        return Recommender(self.store, self.searcher)
+
+    def feedback(
+        self, kind: str, item_id: int, *, user: str | None = None, seconds: float = 0.0, query: str = ""
+    ) -> dict[str, Any]:
+        """Record that ``user`` (default: the OS user) liked, disliked, played (``seconds`` listened) or
+        skipped an item; returns the event."""
+        from .recommend import default_user
+
+        user = user or default_user()
+        event_id = self.store.catalog.add_event(user, int(item_id), kind, value=seconds, query=query)
+        return {"id": event_id, "user": user, "item_id": int(item_id), "kind": kind, "value": seconds, "query": query}
+
+    def recommend(
+        self,
+        query: str | None = None,
+        *,
+        user: str | None = None,
+        limit: int = 10,
+        filters: Filters | None = None,
+        explore: float | None = None,
+        language: str | None = None,
+    ) -> list[Result]:
+        """Items for ``user`` (default: the OS user), explained: more of what they like, or with a
+        ``query`` its results ranked for them; ``explore``: share of the list spent on exploration."""
+        from .recommend import EXPLORE, default_user
+
+        return self.recommender.recommend(
+            user or default_user(),
+            query=query,
+            limit=limit,
+            filters=filters,
+            explore=EXPLORE if explore is None else explore,
+            language=language,
+        )
+
+    def radio(self, item_id: int, *, user: str | None = None, limit: int = 10, language: str = "en") -> list[Result]:
+        """A sequence starting at ``item_id`` that drifts with ``user``'s taste (no repeats)."""
+        from .recommend import default_user
+
+        return self.recommender.radio(user or default_user(), int(item_id), limit=limit, language=language)
+
+    def profile(self, user: str | None = None, *, language: str = "en") -> dict[str, Any]:
+        """What the engine believes ``user`` likes, with a ``summary`` in sentences."""
+        from .recommend import default_user
+
+        return self.recommender.describe(user or default_user(), language=language)
+
+    def forget(self, user: str, *, item_id: int | None = None) -> int:
+        """Delete ``user``'s events (only about ``item_id`` if given); returns how many were deleted."""
+        return self.store.catalog.delete_events(user, item_id=item_id)
 
     def parse(self, query: str):  # -> soundscope.query.ParsedQuery
         """How a text query is understood: language, constraints, exclusions, spoken words."""
         from .query import parse
 
-        return parse(query)
+        return self.rewriter(query) if self.rewriter is not None else parse(query)
+
+    def ask(self, question: str, *, passages: int = 6) -> dict[str, Any]:
+        """An answer to a question about what was said, only from the best transcript ``passages``, with
+        citations (file, mm:ss), or "not found in the library"; see :mod:`soundscope.answers`."""
+        from .answers import ask
+
+        return ask(self, question, passages=passages)
+
+    def caption(self, item_ids: Iterable[int] | None = None, *, force: bool = False) -> dict[str, Any]:
+        """Write English and Chinese captions for items (all without one by default); see :mod:`soundscope.captions`."""
+        from .captions import caption_items
+
+        return caption_items(self, item_ids, force=force)
 
     def similar(
         self,
@@ -138,13 +226,28 @@ class Library:
             exclude.add(row.id)
         music = next((a for a in self.music_analyzers if a.name == MUSIC_SIMILARITY_SPACE), None)
         if row is not None:  # indexed: reuse stored vectors, no decoding
-            for analyzer in (music, primary):
+            sound = self.store.catalog.item_scores(row.id, primary.name)
+            # stored scores are maxima over the whole file, so a long track's passing noises reach 0.3: ask more
+            prefer_sound = sound is not None and describe.sound_dominates(sound, primary.labels, least=0.5)
+            for analyzer in (primary,) if prefer_sound else (music, primary):
                 vec = self.store.catalog.item_vector(row.id, analyzer.name) if analyzer else None
                 if vec is not None:
-                    return self.searcher.similar(analyzer, vec, limit=limit, filters=filters, exclude_ids=exclude)
+                    scores = self.store.catalog.item_scores(row.id, analyzer.name)
+                    return self.searcher.similar(
+                        analyzer, vec, limit=limit, filters=filters, exclude_ids=exclude, query_scores=scores
+                    )
         query = analyze.analyze_file(path, [primary], music_analyzers=[music] if music else None)
-        analyzer = music if music and music.name in query.item_embeddings and self._has_space(music.name) else primary
-        return self.searcher.similar(analyzer, query, limit=limit, filters=filters, exclude_ids=exclude)
+        return self.searcher.similar(
+            self._example_space(query, primary, music), query, limit=limit, filters=filters, exclude_ids=exclude
+        )
+
+    def _example_space(self, query: analyze.Analysis, primary: Analyzer, music: Analyzer | None) -> Analyzer:
+        """The embedding a query clip is compared in: the music tagger's for music, YAMNet's for a clip
+        whose sound events outweigh its music (see :func:`describe.sound_dominates`)."""
+        if music is None or music.name not in query.item_embeddings or not self._has_space(music.name):
+            return primary
+        sound = query.item_scores.get(primary.name)
+        return primary if sound is not None and describe.sound_dominates(sound, primary.labels) else music
 
     def _has_space(self, space: str) -> bool:
         return space in self.store.catalog.models()
@@ -167,6 +270,9 @@ class Library:
         }
         primary = spaces[0] if spaces else None
         out["transcript"] = self.store.catalog.passages_of(item_id)
+        from .captions import captions_of
+
+        out["captions"] = captions_of(self.store.catalog, item_id)  # language-model sentences, if written
         out["segments"] = [
             {
                 "start": round(s, 2),
@@ -186,7 +292,33 @@ class Library:
         return self.store.catalog.passages_of(item_id)
 
     def stats(self) -> dict[str, Any]:
-        return {"data_dir": str(self.data_dir), **self.store.catalog.stats()}
+        return {"data_dir": str(self.data_dir), **self.store.catalog.stats(), **self.store.fingerprints().stats()}
+
+    # -- fingerprints (issue 13; see soundscope.identify) -----------------------------------------
+    def identify(self, clip: Any, *, limit: int = 3, min_confidence: float | None = None) -> list[dict[str, Any]]:
+        """Which indexed recordings ``clip`` comes from, best first, each with the offset where the clip
+        starts in it (seconds and m:ss.s), a confidence 0..1 and the speed ratio; [] when nothing matches.
+        ``clip``: an audio file path, or a mono float32 array at 16 kHz."""
+        import numpy as np
+
+        from . import identify
+
+        y = clip if isinstance(clip, np.ndarray) else identify.load_query(os.path.expanduser(os.fspath(clip)))
+        conf = identify.MATCH_CONFIDENCE if min_confidence is None else min_confidence
+        return [m.to_dict() for m in identify.identify_array(self.store, y, limit=limit, min_confidence=conf)]
+
+    def identify_stream(self, source: Any, *, min_confidence: float = 0.9):  # -> Iterator[dict]
+        """Match events from live input as they become confident (see :func:`soundscope.identify.identify_stream`):
+        ``source`` is a path, URL or device FFmpeg opens, or a binary file object such as stdin."""
+        from . import identify
+
+        return identify.identify_stream(self.store, source, min_confidence=min_confidence)
+
+    def duplicates(self) -> list[dict[str, Any]]:
+        """Groups of items holding the same recording (see :func:`soundscope.identify.duplicates`)."""
+        from . import identify
+
+        return identify.duplicates(self.store)
 
     def failures(self) -> list[tuple[str, str]]:
         return self.store.catalog.failures()

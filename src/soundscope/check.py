@@ -38,6 +38,7 @@ from typing import Any
 
 from .store import Store
 from .store.lock import IndexLock, holder
+from .store.vectors import data_file
 
 EXAMPLES = 3  # paths or messages quoted in a detail
 
@@ -365,6 +366,7 @@ def _saved_file(store: Store, space: str) -> tuple[str | None, int | None]:
     from usearch.index import Index
 
     path, meta = _index_paths(store, space)
+    path = data_file(path)  # the data file the sidecar names
     if not path.exists() and not meta.exists():
         return None, None
     if not path.exists():
@@ -415,7 +417,8 @@ def _vectors_diagnose(space: str) -> Diagnose:
 
 def _vectors_fix(space: str) -> Fix:
     def fix(store: Store) -> str:
-        for p in _index_paths(store, space):
+        path, meta = _index_paths(store, space)
+        for p in (data_file(path), path, meta):
             p.unlink(missing_ok=True)
         _forget(store, space)
         store.flush(force=True)  # writes every index (and the columns) afresh from the catalog

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sqlite3
 import sys
 import time
 from collections.abc import Sequence
@@ -50,6 +51,8 @@ class ProgressLine:
             f"[{'#' * filled}{'.' * (width - filled)}] {p.done}/{p.total} files, {p.failed} failed, "
             f"{p.audio_s / 60:.1f} min audio at {p.speed_x_realtime:.0f}x real time"
         )
+        if getattr(p, "slowest", ""):  # where the time goes, e.g. "slowest: speech recognition 92 %, 0.61 s/file"
+            line += f"; slowest: {p.slowest}"
         self.stream.write(("\r" + line + "\033[K") if self.tty else line + "\n")
         if final and self.tty:
             self.stream.write("\n")
@@ -77,6 +80,8 @@ def _print_results(results: list, as_json: bool) -> None:
         print("no results")
         return
     for rank, r in enumerate(results, 1):
+        if getattr(r, "weak", False) and (rank == 1 or not results[rank - 2].weak):
+            print("no close match; nearest:" if rank == 1 else "weaker matches (below the confidence floor):")
         print(f"{rank:2d}. {r.score:.4f}  {_mmss(r.start)}  {r.path}")
         print(f"      {r.description}")
         for reason in r.why:
@@ -102,6 +107,10 @@ def cmd_index(lib, args) -> int:
         )
         for f in report.failures:
             print(f"  FAILED {f.path}: {f.reason}")
+    if args.captions:
+        from .cli_llm import run_captions
+
+        run_captions(lib, args)
     return EXIT_FAILURES if report.failed else EXIT_OK
 
 
@@ -111,7 +120,7 @@ def _jobs(value: int) -> int:
 
 
 def cmd_search(lib, args) -> int:
-    results = lib.search(args.query, limit=args.limit, filters=_filters(args))
+    results = lib.search(args.query, limit=args.limit, filters=_filters(args), user=args.user)
     if not args.explain:
         _print_results(results, args.json)
         return EXIT_OK
@@ -154,6 +163,9 @@ def cmd_show(lib, args) -> int:
         print(f"  {space}: " + ", ".join(f"{n} {p:.2f}" for n, p in labels))
     f = info["features"]
     print(f"  loudness {f.get('loudness_dbfs')} dBFS, centroid {f.get('centroid_hz')} Hz, zcr {f.get('zcr')}")
+    from .cli_llm import print_captions
+
+    print_captions(info)
     for seg in info["segments"][:20]:
         print(f"  {_mmss(seg['start'])}-{_mmss(seg['end'])}  {', '.join(seg['labels'])}")
     if len(info["segments"]) > 20:
@@ -265,6 +277,8 @@ def cmd_serve(lib, args) -> int:
         token=args.token,
         allow_roots=args.allow_root,
         max_upload_mb=args.max_upload_mb,
+        workers=args.workers,
+        read_token=args.read_token,
     )
     return EXIT_OK
 
@@ -287,6 +301,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--data-dir", default=None, help="data directory (default: $SOUNDSCOPE_DATA_DIR or the user data dir)"
     )
     common.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+    common.add_argument(
+        "--llm", action="store_true", help="read every query with the language model at $SOUNDSCOPE_LLM_URL"
+    )
     common.add_argument(
         "--store",
         default=None,
@@ -328,11 +345,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--wait", type=float, default=0.0, metavar="SECONDS", help="wait this long for another index run to finish"
     )
+    s.add_argument("--captions", action="store_true", help="then caption new items (language model)")
     s.set_defaults(func=cmd_index)
     s = sub.add_parser("search", parents=[common, filt], help="search by text (Chinese or English)")
     s.add_argument("query")
     s.add_argument("--explain", action="store_true", help="show how the query was understood")
+    s.add_argument("--user", default=None, help="personalise for this listener (default: off)")
     s.set_defaults(func=cmd_search)
+    from .cli_recommend import add_commands
+
+    add_commands(sub, common, filt)
+    from .cli_llm import add_commands as add_llm_commands
+
+    add_llm_commands(sub, common)
     s = sub.add_parser("similar", parents=[common, filt], help="query by example: a file path or an item id")
     s.add_argument("target")
     s.add_argument("--include-self", action="store_true", help="keep the query item itself in the results")
@@ -366,6 +391,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="folders the page may index (default: the roots already indexed)",
     )
     s.add_argument("--max-upload-mb", type=int, default=20)
+    s.add_argument("--workers", type=int, default=1, help="server processes answering reads (>1: no page indexing)")
+    s.add_argument(
+        "--read-token",
+        default=os.environ.get("SOUNDSCOPE_READ_TOKEN"),
+        help="require this token for reads too (for a server reachable beyond loopback; $SOUNDSCOPE_READ_TOKEN)",
+    )
     s.set_defaults(func=cmd_serve)
     s = sub.add_parser("demo", parents=[common], help="index the bundled demo corpus and answer example queries")
     s.add_argument("--limit", "-n", type=int, default=3)
@@ -375,10 +406,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--esc10", default=None, help="ESC-10 folder (default: ../shared/data/esc10 if present)")
     s.add_argument("--out", help="also write the JSON report here")
     s.add_argument("--max-per-class", type=int, default=None, help="subsample ESC-10 for a quick run")
-    s.add_argument("--section", choices=["all", "esc10", "music", "speech", "queries", "long"], default="all")
+    sections = ["all", "esc10", "sfx", "mixed", "tempo", "music", "speech", "queries", "long", "llm", "identify"]
+    sections += ["recommend", "denoise"]
+    s.add_argument("--section", choices=sections, default="all")
     s.add_argument("--minutes", type=float, default=60.0, help="length of the --section long recording")
     s.add_argument("--max-prompts", type=int, default=None, help="evaluate speech on an even subset of prompts")
     s.add_argument("--jobs", "-j", type=int, default=2, help="indexing worker processes")
+    s.add_argument("--bench", default=None, help="--section identify: folder from scripts/build_identify_bench.py")
     s.set_defaults(func=cmd_eval)
     s = sub.add_parser("bench", parents=[common], help="indexing speed and query latency")
     s.add_argument("paths", nargs="*", help="audio folders (default: the bundled demo corpus)")
@@ -388,10 +422,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--from", dest="source", metavar="DIR", help="with --scale: grow it from this library's analyses")
     s.add_argument("--work", metavar="DIR", help="with --scale: build under this folder (default: the temp dir)")
     s.set_defaults(func=cmd_bench)
+    from .cli_identify import add_commands as add_fingerprint_commands
+
+    add_fingerprint_commands(sub, common)
     return p
 
 
 READ_ONLY = {"search", "similar", "show", "transcript", "stats", "failures", "serve", "check"}  # never create a library
+READ_ONLY |= {"feedback", "recommend", "radio", "profile", "forget"}  # listeners need a library to exist
+READ_ONLY |= {"ask", "caption"}
+READ_ONLY |= {"identify", "duplicates"}
 
 
 def _error(args: argparse.Namespace, msg: str) -> int:
@@ -406,6 +446,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from .api import Library
     from .store import IncompatibleIndexError, NoLibraryError
+    from .store.errors import storage_error
     from .store.lock import IndexLockedError
 
     try:
@@ -415,12 +456,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (NoLibraryError, IncompatibleIndexError) as exc:
         return _error(args, str(exc))
     try:
+        from .cli_llm import use_llm
+
+        use_llm(lib, args)
         return int(args.func(lib, args))
     except KeyboardInterrupt:
         print("\ninterrupted: rerun the same command to resume (finished files are kept)", file=sys.stderr)
         return EXIT_INTERRUPTED
     except (IncompatibleIndexError, IndexLockedError, KeyError, ValueError, FileNotFoundError) as exc:
         return _error(args, exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc))
+    except (sqlite3.OperationalError, OSError) as exc:  # a full or read-only data directory: one clear line
+        if (storage := storage_error(exc, lib.data_dir)) is None:
+            raise
+        return _error(args, str(storage))
     finally:
         lib.close()
 

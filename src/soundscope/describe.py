@@ -54,6 +54,21 @@ def kind_of(means: np.ndarray, labels: Sequence[str], *, is_music: bool = False)
     return "speech" if speech >= 0.3 else "sound"
 
 
+def sound_dominates(scores: np.ndarray, labels: Sequence[str], *, least: float = 0.3) -> bool:
+    """Whether a clip holds a clear sound event beside any music, from its YAMNet probabilities
+    (n_labels,): its most probable label outside the ontology's Music subtree and :data:`GENERIC` reaches
+    ``least``. A dog barking over a radio is searched as a dog (measured with ESC-10 clips over music,
+    ``soundscope eval --section mixed``); a song with nothing else in it as music."""
+    from .ontology import label_tree
+
+    labels = tuple(labels)
+    if "Music" not in labels:
+        return True
+    musical = set(np.asarray(label_tree(labels).groups[labels.index("Music")]).tolist())
+    other = [i for i, name in enumerate(labels) if i not in musical and name not in GENERIC]
+    return bool(other) and float(np.max(np.asarray(scores)[other])) >= least
+
+
 def short_label(name: str) -> str:
     """First phrasing of a label, lower case: 'Baby cry, infant cry' -> 'baby cry'."""
     return name.split(",")[0].strip().lower()

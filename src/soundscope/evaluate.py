@@ -270,6 +270,10 @@ def format_music(r: dict[str, Any]) -> str:
 def main(args: argparse.Namespace) -> int:
     from .cli import ProgressLine
 
+    if args.section == "llm":  # query parses only, no audio (see eval_llm.py)
+        from . import eval_llm
+
+        return eval_llm.main(args)
     esc10 = Path(args.esc10) if args.esc10 else default_esc10()
     if esc10 is None or not (esc10 / "labels.csv").exists():
         raise FileNotFoundError("ESC-10 not found: pass --esc10 DIR (a folder with labels.csv and audio/)")
@@ -279,6 +283,26 @@ def main(args: argparse.Namespace) -> int:
     if args.section in ("all", "esc10"):
         result["esc10"] = run(esc10, base / "eval-esc10", max_per_class=args.max_per_class, progress=ProgressLine())
         tables.append(format_table(result["esc10"]))
+    if args.section == "denoise":  # not part of "all": ~10 min of noisy speech and queries (eval_denoise.py)
+        from . import eval_denoise
+
+        result["denoise"] = eval_denoise.run(esc10.parent, base / "eval-esc10", progress=ProgressLine())
+        tables.append(eval_denoise.format_table(result["denoise"]))
+    if args.section == "mixed":  # not part of "all": it analyses 40 mixed clips at two levels
+        from . import eval_mixed
+
+        result["mixed"] = eval_mixed.run(esc10, esc10.parent, base / "eval-esc10")
+        tables.append(eval_mixed.format_table(result["mixed"]))
+    if args.section == "tempo":  # not part of "all": it renders MIDI through FluidSynth (apt packages)
+        from . import eval_tempo
+
+        result["tempo"] = eval_tempo.run(eval_tempo.default_dir(), base / "eval-tempo")
+        tables.append(eval_tempo.format_table(result["tempo"]))
+    if args.section in ("all", "sfx"):
+        from . import eval_sfx
+
+        result["sfx"] = eval_sfx.run(eval_sfx.default_dir(), base / "eval-sfx", progress=ProgressLine())
+        tables.append(eval_sfx.format_table(result["sfx"]))
     reference = default_reference()
     if args.section in ("all", "music") and reference is not None:
         result["music"] = run_music(esc10.parent, reference, base / "eval-music", progress=ProgressLine())
@@ -296,6 +320,16 @@ def main(args: argparse.Namespace) -> int:
     if args.section in ("all", "queries"):
         result["queries"] = run_queries(base / "eval-queries")
         tables.append(format_queries(result["queries"]))
+    if args.section == "identify":  # not part of "all": it needs the benchmark built first
+        from . import eval_identify
+
+        result["identify"] = eval_identify.run(eval_identify.bench_dir(getattr(args, "bench", None)))
+        tables.append(eval_identify.format_table(result["identify"]))
+    if args.section == "recommend":  # not part of "all" (issue 14): Last.fm CF, simulated listeners
+        from . import eval_recommend
+
+        result["recommend"] = eval_recommend.run(esc10, base, progress=ProgressLine())
+        tables.append(eval_recommend.format_report(result["recommend"]))
     if args.section == "long":  # not part of "all": it builds and indexes an hour of audio
         result["long"] = run_long(esc10.parent, base / "eval-long", minutes=args.minutes)
         tables.append(format_long(result["long"]))

@@ -7,20 +7,24 @@ consistent catalog, and the next run resumes where it stopped without duplicates
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import logging
 import os
+import sqlite3
 import stat
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from . import analyze, decode, describe, metadata
+from . import analyze, decode, describe, faults, metadata
 from .store import SegmentData, Store
+from .store.errors import StorageError, storage_error
 from .store.lock import IndexLock
 from .text import TextEncoder
 from .types import Analyzer, Failure, IndexReport
@@ -42,10 +46,24 @@ class Progress:
     elapsed_s: float
     path: str
     status: str  # indexed | unchanged | moved | failed
+    stages: dict[str, float] = field(default_factory=dict)  # seconds spent so far per stage (STAGES)
+    analysed: int = 0  # files whose stages are counted
 
     @property
     def speed_x_realtime(self) -> float:
         return self.audio_s / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    @property
+    def slowest(self) -> str:
+        """Which stage takes the time, e.g. "speech recognition 92 %, 0.61 s/file" ("" before any file)."""
+        total = sum(self.stages.values())
+        if total <= 0 or not self.analysed:
+            return ""
+        stage, secs = max(self.stages.items(), key=lambda kv: kv[1])
+        return f"{stage} {secs / total:.0%}, {secs / self.analysed:.2f} s/file"
+
+
+STAGES = ("audio models", "speech recognition", "store")  # decode + YAMNet/musicnn; VAD + Whisper; text + SQLite
 
 
 def walk(paths: Iterable[str | os.PathLike[str]]) -> Iterator[tuple[str, str]]:
@@ -146,9 +164,12 @@ def _analyze_one(
 ) -> analyze.Analysis | str:
     """Analyse one file (and transcribe it when it holds speech); a failure comes back as its reason."""
     try:
-        a = analyze.analyze_file(path, analyzers, music_analyzers=music, segment_s=segment_s)
+        t0 = time.perf_counter()
+        a = analyze.analyze_file(path, analyzers, music_analyzers=music, segment_s=segment_s, fingerprint=True)
+        t1 = time.perf_counter()
         if transcriber is not None and analyzers and wants_transcript(a, analyzers[0]):
             a.passages = _passages(path, transcriber)
+        a.timings = {"audio models": t1 - t0, "speech recognition": time.perf_counter() - t1}  # type: ignore[attr-defined]
         return a
     except decode.DecodeError as exc:
         return str(exc)
@@ -159,6 +180,19 @@ def _analyze_one(
     except Exception as exc:  # a bug or a model error on one file must not stop the run
         log.exception("analysis failed for %s", path)
         return f"analysis error: {type(exc).__name__}: {exc}"
+
+
+@contextlib.contextmanager
+def _storage_errors(data_dir: Path) -> Iterator[None]:
+    """A full disk or a read-only data directory, wherever the run meets it, as one clear StorageError."""
+    try:
+        yield
+    except (sqlite3.OperationalError, OSError) as exc:
+        err = storage_error(exc, data_dir)
+        denied = isinstance(exc, OSError) and exc.errno == errno.EACCES and not isinstance(exc, StorageError)
+        if err is None or denied:
+            raise  # (permission denied on some other file is not about the data directory)
+        raise err from exc
 
 
 _WORKER: dict[str, Any] = {}
@@ -184,6 +218,7 @@ def _worker_init(model_ids: list[tuple[str, str]], n_primary: int, segment_s: fl
 
 def _worker_analyze(task: tuple[int, str]) -> tuple[int, analyze.Analysis | str]:
     i, path = task
+    faults.crash_on(path)  # crash tests: a worker that dies natively on this file
     return i, _analyze_one(path, _WORKER["analyzers"], _WORKER["music"], _WORKER["segment_s"], _WORKER["asr"])
 
 
@@ -223,6 +258,7 @@ class Indexer:
         for a in [*analyzers, *self.music_analyzers]:
             cat.register_model(a.name, a.model_id, {**a.params, "segment_s": segment_s}, a.dim, list(a.labels))
         cat.register_model(DESCRIPTION_SPACE, text_encoder.model_id, {}, text_encoder.dim, [])
+        self.fingerprints = store.fingerprints()
 
     def run(
         self,
@@ -243,7 +279,7 @@ class Indexer:
         The data directory's writer lock is held throughout: ``wait`` is how many seconds to wait for
         another run to finish (0: refuse at once); :class:`~soundscope.store.lock.IndexLockedError` if it does not.
         """
-        with IndexLock(self.store.data_dir, wait=wait):
+        with IndexLock(self.store.data_dir, wait=wait), _storage_errors(self.store.data_dir):
             return self._run(paths, rehash=rehash, progress=progress, jobs=jobs, ray=ray)
 
     def _run(
@@ -257,6 +293,8 @@ class Indexer:
     ) -> IndexReport:
         t0 = time.perf_counter()
         report = IndexReport()
+        self._stages: dict[str, float] = {}
+        self._analysed = 0
         paths = list(paths)
         files = list(walk(paths))
         roots = sorted({root for root, _ in files} | {os.path.abspath(os.path.expanduser(os.fspath(p))) for p in paths})
@@ -270,7 +308,8 @@ class Indexer:
                 failed_now.add(path)
             if progress:
                 elapsed = time.perf_counter() - t0
-                progress(Progress(done, len(files), report.failed, report.audio_seconds, elapsed, path, status))
+                progress(Progress(done, len(files), report.failed, report.audio_seconds, elapsed, path, status,
+                                  dict(self._stages), self._analysed))  # fmt: skip
 
         todo: list[_Job] = []
         for root, path in files:
@@ -282,6 +321,7 @@ class Indexer:
         for job, result in self._analyses(todo, jobs, ray):
             tick(job.path, self._finish(job, result, report))
         report.removed = self._drop_missing([printable(r) for r in roots], {path for _, path in files} - failed_now)
+        self._backfill_fingerprints({path for _, path in files} - failed_now)
         for root in roots:
             self.store.catalog.clear_failures_under(printable(root), {printable(p) for p in failed_now})
         self.store.flush()  # fold the new vectors and columns into the saved accelerators
@@ -335,15 +375,11 @@ class Indexer:
                     _analyze_one(job.path, self.analyzers, self.music_analyzers, self.segment_s, self.transcriber),
                 )
             return
-        import multiprocessing as mp
+        from .workers import pool_results  # a worker that dies fails its file, not the run (no hang)
 
-        ctx = mp.get_context("spawn")  # onnxruntime sessions must not cross a fork
-        with ctx.Pool(
-            jobs, initializer=_worker_init, initargs=(ids, len(self.analyzers), self.segment_s, self.asr_model)
-        ) as pool:
-            results = pool.imap_unordered(_worker_analyze, [(i, job.path) for i, job in enumerate(todo)])
-            for i, result in results:
-                yield todo[i], result
+        initargs = (ids, len(self.analyzers), self.segment_s, self.asr_model)
+        for i, result in pool_results([job.path for job in todo], jobs, _worker_analyze, _worker_init, initargs):
+            yield todo[i], result
 
     def _finish(self, job: _Job, result: analyze.Analysis | str, report: IndexReport) -> str:
         if isinstance(result, str):
@@ -356,8 +392,14 @@ class Indexer:
         if changed:
             return self._fail(job.path, "file changed while it was being indexed (index again to pick it up)", report)
         try:
+            t0 = time.perf_counter()
             self._store(job.root, job.path, job.st, job.digest, result)
-        except Exception as exc:  # a write error on one file must not stop the run
+            for stage, secs in {**getattr(result, "timings", {}), "store": time.perf_counter() - t0}.items():
+                self._stages[stage] = self._stages.get(stage, 0.0) + secs
+            self._analysed += 1
+        except Exception as exc:  # a write error on one file must not stop the run...
+            if storage_error(exc, self.store.data_dir) is not None:
+                raise  # ...but a full or read-only disk stops it (this file's transaction was rolled back)
             log.exception("storing failed for %s", job.path)
             return self._fail(job.path, f"store error: {type(exc).__name__}: {exc}", report)
         report.indexed += 1
@@ -413,7 +455,26 @@ class Indexer:
         if passages:
             vecs = self.text.encode([p["text"] for p in passages])
             passages = [{**p, "embedding": v} for p, v in zip(passages, vecs, strict=True)]
-        self.store.catalog.put_item(item, segments, item_data, passages)
+        item_id, _ = self.store.catalog.put_item(item, segments, item_data, passages)
+        if a.fingerprint is not None:
+            self.fingerprints.add(item_id, a.fingerprint)
+
+    def _backfill_fingerprints(self, walked: set[str]) -> None:
+        """Fingerprint the items of this run that have none (indexed before fingerprints existed, or a
+        crash between the catalog commit and the fingerprint part): one decode each, no model runs."""
+        from . import fingerprint
+
+        missing = self.fingerprints.missing()
+        for row in self.store.catalog.items(int(i) for i in missing) if missing.size else []:
+            if row.path not in walked:
+                continue
+            try:
+                acc = fingerprint.FingerprintAccumulator()
+                for block in decode.stream(row.path, sample_rate=fingerprint.SAMPLE_RATE, block_s=analyze.BLOCK_S):
+                    acc.push(block)
+                self.fingerprints.add(row.id, acc.result())
+            except (decode.DecodeError, OSError) as exc:
+                log.warning("cannot fingerprint %s: %s", row.path, exc)
 
     def _drop_missing(self, roots: list[str], seen: set[str]) -> int:
         cat = self.store.catalog

@@ -991,9 +991,14 @@ def _cut(text: str, m: re.Match[str]) -> str:
     return text[: m.start()] + f" {MARK} " + text[m.end() :]
 
 
+_LONG_NUMBER = re.compile(r"(?:\d|[零〇一二两三四五六七八九十百千]){17,}")
+
+
 def _numeric(text: str) -> tuple[str, _Numeric]:
     """Pull BPM and duration constraints out of ``text`` (normalized); their spans become MARK."""
     out = _Numeric()
+    # no tempo or duration has 17 digits, and each search below was quadratic in a run of them
+    text = _LONG_NUMBER.sub(lambda m: m.group(0)[:16], text)
     # English number words before units -> digits
     text = _EN_HALF.sub(lambda m: "30 " + ("minutes" if m.group(1) == "hour" else "seconds"), text)
     text = _EN_A_UNIT.sub("1 ", text)
@@ -1500,7 +1505,8 @@ def _duration_text(lo: float | None, hi: float | None, zh: bool, le: str, ge: st
 
 def normalize(text: str) -> str:
     """NFKC, Traditional -> Simplified, lowercased, whitespace collapsed."""
-    t = unicodedata.normalize("NFKC", text or "")
+    # lone surrogates (a non-UTF-8 byte in argv arrives as "\udcff") broke OpenCC's UTF-8 encode
+    t = unicodedata.normalize("NFKC", (text or "").encode("utf-8", "replace").decode("utf-8"))
     t = _t2s(t).lower()
     return re.sub(r"\s+", " ", t).strip()
 

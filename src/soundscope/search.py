@@ -21,13 +21,13 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
 import numpy as np
 
-from . import analyze, describe, textnorm, wordmatch
+from . import analyze, describe, ontology, textnorm, wordmatch
 from .ingest import DESCRIPTION_SPACE, TRANSCRIPT_SPACE
 from .store import Columns, Store
 from .store.columns import KINDS
@@ -57,6 +57,8 @@ MEANING_MIN = 0.35  # passage-query cosine below which a passage is not evidence
 # Columns the keyword ranker matches (empty: all of name, tags, description). The generated description
 # repeats the labels' guesses (issue: keyword credit for "car horn" on a "car" clip), but for music it also
 # carries measured words ("slow (70 BPM)"): name+tags only gave ESC-10 mAP +0.005 and music MRR -0.026.
+# Measured again with the sfx set (issue 11): name+tags only gave ESC-10 mAP +0.006, sfx mAP +0.016 (English)
+# and -0.020 (Chinese), music MRR -0.026, so descriptions stay in until the music side has other evidence.
 KEYWORD_COLUMNS: tuple[str, ...] = ()
 ANN_CANDIDATES = 300  # best items an approximate (vector index) ranker hands to fusion
 CANDIDATES = 1000  # best items each ranker hands to fusion (at least the requested limit)
@@ -65,6 +67,14 @@ RANK_TOLERANCE = 0.01  # scores within 1 % of a ranker's best score of each othe
 EXCLUDE_MIN = 0.3  # item-level probability of a negated label above which an item is excluded
 LABEL_FLOOR = 0.01  # a label weighing less than this share of the best label's weight gets none
 LABEL_CAP = 5  # labels beyond this many taper off (see label_weights)
+HIERARCHY = os.environ.get("SOUNDSCOPE_HIERARCHY", "1") != "0"  # a label stands for its ontology subtree
+DESCRIPTION_PHRASINGS = False  # the ontology's class descriptions as phrasings: measured, no change; left off
+PREVALENCE_POWER = 1.0  # a matched label's weight is scaled by (1 - its mean score over the library) ** this
+# The confidence floor: for a query about a sound event (its best label is a sound-event label, not a music
+# tag, and nothing else in it is measured or spoken), a result whose label evidence is below this is "weak":
+# the nearest there is, kept apart after the real matches. Calibrated on ESC-10 and the sfx set (README).
+WEAK_LABEL = 0.2
+QBE_LABEL_WEIGHT = 0.5  # query by example: share of label agreement beside embedding cosine (example_similarity)
 
 
 def soft_ranks(sorted_scores: np.ndarray, *, rel_tol: float = RANK_TOLERANCE) -> np.ndarray:
@@ -219,9 +229,15 @@ class LabelMatch:
     """How a text query maps onto one label space."""
 
     space: str
-    indices: np.ndarray  # (k,) label columns
+    indices: np.ndarray  # (k,) entries of the space's label tree (see ontology.label_tree)
     weights: np.ndarray  # (k,) summing to 1
     names: list[str]
+    groups: list[np.ndarray] = field(default_factory=list)  # (k,) label columns whose best score is each entry's
+
+    def values(self, scores: np.ndarray) -> np.ndarray:
+        """(k,) each matched entry's score from one item's or segment's label scores (n_labels,):
+        the highest score in its group (a label and its ontology descendants)."""
+        return np.array([float(scores[g].max()) if g.size else 0.0 for g in self.groups], np.float32)
 
 
 def top_k(score: np.ndarray, ok: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -245,7 +261,9 @@ def readable(encoder: TextEncoder, texts: list[str]) -> list[bool]:
 
 
 @lru_cache(maxsize=8)
-def _phrasing_embeddings(encoder: TextEncoder, labels: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+def _phrasing_embeddings(
+    encoder: TextEncoder, labels: tuple[str, ...], descriptions: tuple[str, ...] = ()
+) -> tuple[np.ndarray, np.ndarray]:
     """Embeddings of every English and Chinese phrasing of each label: (P, dim) and the label index (P,).
 
     Phrasings the encoder cannot read are left out: they all embed as one generic vector (USE reads
@@ -259,7 +277,11 @@ def _phrasing_embeddings(encoder: TextEncoder, labels: tuple[str, ...]) -> tuple
     from .text import cache_dir
 
     table = label_phrasings()
+    described = descriptions if DESCRIPTION_PHRASINGS else ()
     candidates = [list(dict.fromkeys([label, *table.get(label, [])])) for label in labels]
+    for phrases, text in zip(candidates, described, strict=False):
+        if text:
+            phrases.append(text)
     key = hashlib.sha256(json.dumps([encoder.model_id, candidates], ensure_ascii=False).encode()).hexdigest()[:24]
     path = cache_dir() / "phrasings" / f"{key}.npz"
     try:
@@ -312,6 +334,27 @@ def label_weights(
             w = keep.astype(np.float64)
     idx, w = order[keep], w[keep]
     return idx.astype(np.int64), (w / w.sum()).astype(np.float32)
+
+
+def example_similarity(
+    cosines: np.ndarray, query_scores: np.ndarray, scores: dict[int, np.ndarray], ids: list[int]
+) -> np.ndarray:
+    """(m,) query-by-example similarity of candidate items ``ids``: ``QBE_LABEL_WEIGHT`` x the cosine of
+    the square roots of their label probabilities (n_labels,) with the query's, plus the rest x their
+    embedding cosine ``cosines`` (m,). An item without label scores keeps its embedding cosine. The square
+    root evens out a few near-certain labels against many small ones (measured: embedding alone 0.927
+    ESC-10 P@10, raw probabilities fused 0.923, square roots fused 0.938; sfx 0.542 -> 0.578)."""
+    q = np.sqrt(np.clip(np.asarray(query_scores, np.float64), 0.0, None))
+    q /= max(float(np.linalg.norm(q)), 1e-9)
+    out = np.asarray(cosines, np.float64).copy()
+    for j, item_id in enumerate(ids):
+        s = scores.get(item_id)
+        if s is None or s.shape != q.shape:
+            continue
+        r = np.sqrt(np.clip(np.asarray(s, np.float64), 0.0, None))
+        cos = float(r @ q) / max(float(np.linalg.norm(r)), 1e-9)
+        out[j] = (1 - QBE_LABEL_WEIGHT) * out[j] + QBE_LABEL_WEIGHT * cos
+    return out.astype(np.float32)
 
 
 def label_strength(sims_by_space: dict[str, np.ndarray]) -> float:
@@ -378,6 +421,7 @@ class Searcher:
         self._passages: tuple[int, np.ndarray, np.ndarray, np.ndarray] | None = None
         self._lexicon: tuple[int, wordmatch.Lexicon] | None = None
         self._transcripts: tuple[int, dict[int, list[tuple[dict[str, Any], list[str]]]]] = (-1, {})
+        self.rewrite: Any = None  # text -> ParsedQuery: the language-model stage (llm.QueryRewriter); None: rules
 
     # -- cached state ---------------------------------------------------------------------------
     def _spaces(self) -> dict[str, dict[str, Any]]:
@@ -389,12 +433,21 @@ class Searcher:
         return self.store.columns()
 
     # -- text search ----------------------------------------------------------------------------
-    def _label_sims(self, space: str, texts: list[str]) -> np.ndarray:
-        """(n_labels,) best cosine between any of ``texts`` and any phrasing of each label of ``space``."""
+    def tree(self, space: str) -> ontology.LabelTree:
+        """The labels of ``space`` seen through the AudioSet ontology (subtree groups, categories)."""
         labels = tuple(self._spaces()[space]["labels"])
-        emb, owner = _phrasing_embeddings(self.encoder, labels)
+        if not HIERARCHY:
+            groups = tuple(np.array([i], np.int64) for i in range(len(labels)))
+            return ontology.LabelTree(labels, len(labels), groups, ("",) * len(labels), (-1,) * len(labels))
+        return ontology.label_tree(labels)
+
+    def _label_sims(self, space: str, texts: list[str]) -> np.ndarray:
+        """(m,) best cosine between any of ``texts`` and any phrasing of each entry of the space's
+        label tree (its labels, then the ontology categories above them; see :meth:`tree`)."""
+        tree = self.tree(space)
+        emb, owner = _phrasing_embeddings(self.encoder, tree.names, tree.descriptions)
         per_phrase = (emb @ self.encoder.encode(texts).T).max(axis=1)
-        sims = np.full(len(labels), -1.0, np.float32)
+        sims = np.full(len(tree.names), -1.0, np.float32)
         np.maximum.at(sims, owner, per_phrase)
         return sims
 
@@ -408,12 +461,12 @@ class Searcher:
         across all spaces (each label seen through its English and Chinese phrasings; see
         :func:`label_weights`), so a query close to YAMNet's "Bark" gives little weight to a music
         tagger's loosely related tags. ``sims_by_space`` comes from :meth:`all_label_sims`."""
-        spaces = self._spaces()
         names: list[tuple[str, int, str]] = []
         sims: list[np.ndarray] = []
+        trees = {space: self.tree(space) for space in sims_by_space}
         for space, space_sims in sims_by_space.items():
             sims.append(space_sims)
-            names.extend((space, i, label) for i, label in enumerate(spaces[space]["labels"]))
+            names.extend((space, i, label) for i, label in enumerate(trees[space].names))
         if not names:
             return []
         top, w = label_weights(np.concatenate(sims), temperature=self.temperature, cap=self.label_top_k)
@@ -424,7 +477,26 @@ class Searcher:
             lm.indices = np.append(lm.indices, i)
             lm.weights = np.append(lm.weights, np.float32(weight))
             lm.names.append(label)
+            lm.groups.append(trees[space].groups[i])
         return list(out.values())
+
+    def _label_score(self, m: Columns, matches: list[LabelMatch]) -> np.ndarray:
+        """(n,) each item's weighted sum of its matched entries' scores. With ``PREVALENCE_POWER`` > 0 an
+        entry's weight is scaled by (1 - prevalence) ** power first (prevalence: its mean score over the
+        library), so a label that fires on everything ("Outside, rural or natural") counts for less than
+        one that singles items out; the weights are then renormalised."""
+        cols, weights = [], []
+        for lm in matches:
+            cols.append(m.group_columns(lm.space, lm.groups))
+            weights.append(np.asarray(lm.weights, np.float64))
+        if not cols:
+            return np.zeros(m.n, np.float32)
+        x, w = np.concatenate(cols), np.concatenate(weights)
+        if PREVALENCE_POWER > 0 and m.n:
+            prevalence = x.mean(axis=1, dtype=np.float64)
+            w = w * np.clip(1.0 - prevalence, 0.0, 1.0) ** PREVALENCE_POWER
+            w = w / w.sum() if w.sum() > 0 else w
+        return (w.astype(np.float32) @ x).astype(np.float32)
 
     def _readable_texts(self, candidates: list[str | None]) -> list[str]:
         """The query's renderings the encoder can read (all of them when it can read none): a
@@ -446,8 +518,9 @@ class Searcher:
             sims = self._label_sims(space, [phrase])
             best = float(sims.max())
             if best >= 0.45:
+                groups = self.tree(space).groups
                 for j in np.flatnonzero(sims >= best - 0.05):
-                    found |= m.label_column(space, int(j)) >= EXCLUDE_MIN
+                    found |= m.group_columns(space, [groups[int(j)]])[0] >= EXCLUDE_MIN
         return found
 
     def _exclusion_mask(self, m: Columns, pq) -> np.ndarray:
@@ -467,7 +540,7 @@ class Searcher:
         m = self.matrices()
         if m.n == 0 or not query.strip():
             return []
-        pq = parse_query(query)
+        pq = self.rewrite(query) if self.rewrite is not None else parse_query(query)
         positive = pq.semantic.strip() or query
         # the taggers also know tempo and loudness words ("slow", "quiet"): let labels see them too
         styled = " ".join(w for w in (pq.tempo_word, pq.loudness, pq.text_en or positive) if w)
@@ -480,9 +553,7 @@ class Searcher:
         dense: dict[str, np.ndarray] = {}  # rankers scored on every item (vectorised), for explanations
         label_sims = self.all_label_sims(texts)
         matches = [lm for lm in self.match_labels(label_sims) if m.has_space(lm.space)]
-        label_score = np.zeros(m.n, np.float32)
-        for lm in matches:
-            label_score += m.label_scores(lm.space, lm.indices, lm.weights)
+        label_score = self._label_score(m, matches)
         dense["labels"] = label_score
         lists["labels"] = top_k(label_score, mask & (label_score >= MIN_EVIDENCE["labels"]), k)
         wanted = parsed_descriptors(pq)
@@ -537,7 +608,22 @@ class Searcher:
         ]
         for r in results:
             r.why = localize(r.why + satisfied(pq, r, m), pq.language)
+        if self._floor_applies(matches, wanted, pq, word_mode):
+            for r in results:
+                r.weak = r.evidence.get("labels", 0.0) < WEAK_LABEL and not (
+                    r.evidence.get("transcript", 0.0) > 0 or r.evidence.get("transcript_meaning", 0.0) > 0
+                )
+            results = [r for r in results if not r.weak] + [r for r in results if r.weak]
         return results
+
+    @staticmethod
+    def _floor_applies(matches: list[LabelMatch], wanted: dict[str, Any], pq, word_mode: bool) -> bool:
+        """Whether the confidence floor holds for this query: it asks for a sound event (its heaviest label
+        is not a music tag, whose probabilities run lower) and for nothing measured, spoken or said."""
+        if not matches or wanted or pq.spoken or word_mode:
+            return False
+        best = max(matches, key=lambda lm: float(lm.weights.max()) if lm.weights.size else 0.0)
+        return not best.space.startswith("musicnn")
 
     @staticmethod
     def _sparse(score: np.ndarray, mask: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -746,7 +832,7 @@ class Searcher:
         for lm in matches:
             for _, start, end, scores, _ in self.store.catalog.segments_of(item_id, lm.space):
                 if scores is not None:
-                    s = float(scores[lm.indices] @ lm.weights)
+                    s = float(lm.values(scores) @ lm.weights)
                     if s > best:
                         best, span = s, (start, end)
         return span
@@ -768,11 +854,12 @@ class Searcher:
         why: list[str] = []
         kinds: list[str] = []
         rows = {lm.space: self._item_scores(m, i, lm.space) for lm in matches}
+        values = {lm.space: lm.values(rows[lm.space]) for lm in matches}
         contributions = sorted(
             (
-                (float(rows[lm.space][j] * w), lm.names[k], float(rows[lm.space][j]), lm.space)
+                (float(values[lm.space][k] * w), lm.names[k], float(values[lm.space][k]), lm.space)
                 for lm in matches
-                for k, (j, w) in enumerate(zip(lm.indices, lm.weights, strict=True))
+                for k, w in enumerate(lm.weights)
             ),
             reverse=True,
         )
@@ -835,10 +922,16 @@ class Searcher:
         limit: int = 10,
         filters: Filters | None = None,
         exclude_ids: set[int] | None = None,
+        query_scores: np.ndarray | None = None,
     ) -> list[Result]:
-        """Items whose best segment is nearest (cosine) to the query: an analysed clip, or a (dim,) vector."""
+        """Items whose best segment is nearest (cosine) to the query: an analysed clip, or a (dim,) vector
+        (with ``query_scores``, its (n_labels,) label probabilities, if known). The nearest segments come
+        from the vector index; their items are then ranked by :func:`example_similarity`, which adds the
+        cosine of the square-rooted label probabilities when both sides have them."""
         m = self.matrices()
         vec = query if isinstance(query, np.ndarray) else query.item_embeddings.get(analyzer.name)
+        if not isinstance(query, np.ndarray):
+            query_scores = query.item_scores.get(analyzer.name)
         if m.n == 0 or vec is None:
             return []
         mask = self._mask(m, filters)
@@ -855,16 +948,22 @@ class Searcher:
             pos = m.position(item_id)
             if pos >= 0 and mask[pos]:
                 best[item_id] = (sim, start, end)
+        space = analyzer.name
+        if query_scores is not None and best and QBE_LABEL_WEIGHT > 0 and m.has_space(space):
+            ids = list(best)
+            got, mat = self.store.catalog.item_scores_many(ids, space)
+            found = dict(zip(got.tolist(), mat, strict=True))
+            fused = example_similarity(np.array([best[i][0] for i in ids]), query_scores, found, ids)
+            best = {i: (float(f), best[i][1], best[i][2]) for i, f in zip(ids, fused, strict=True)}
         ranked = sorted(best.items(), key=lambda kv: -kv[1][0])[:limit]
         out = []
-        space = analyzer.name
         for item_id, (sim, start, end) in ranked:
             row = self.store.catalog.item(item_id)
             assert row is not None
             pos = m.position(item_id)
             scores = self._item_scores(m, pos, space) if m.has_space(space) else None
             labels = describe.top_labels(scores, analyzer.labels, k=5) if scores is not None else []
-            why = [f"sounds similar ({space} embedding cosine {sim:.3f})"]
+            why = [f"sounds similar ({space} embedding and labels, similarity {sim:.3f})"]
             if labels:
                 why.append("shares: " + ", ".join(n for n, _ in labels[:3]))
             if row.duration_s > analyze.SEGMENT_S * 1.5:

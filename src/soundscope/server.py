@@ -16,6 +16,10 @@ and embedding. Endpoints (all JSON unless noted; errors are ``{"error": message}
 ``GET  /api/jobs``, ``/api/jobs/{id}``   indexing progress; ``POST /api/jobs/{id}/cancel`` (token)
 ``GET  /api/stats``, ``/api/failures``   what the index holds; files that failed, with reasons
 ``GET  /api/labels``, ``/api/config``    label names for the label filter; what the page needs to know
+``POST /api/feedback``, ``GET /api/recommend``, ``/api/radio/{id}``, ``/api/profile/{user}``: listeners
+                                         (:mod:`soundscope.server_recommend`); ``/api/search?user=`` personalises
+``POST /api/identify``, ``GET /api/duplicates``: which recording a clip is, duplicate groups
+                                         (:mod:`soundscope.server_identify`)
 ``GET  /openapi.json``, ``/docs``        the API schema
 =======================================  ==============================================================
 
@@ -52,6 +56,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -132,6 +137,15 @@ SVG_CSP = "default-src 'none'; style-src 'unsafe-inline'"
 
 # ------------------------------------------------------------------------------------------------
 # errors
+
+_ERROR_BODY = {"application/json": {"schema": {"type": "object", "properties": {"error": {"type": "string"}},
+                                               "required": ["error"]}}}  # fmt: skip
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {  # documented for every operation (OpenAPI)
+    code: {"description": what, "content": _ERROR_BODY}
+    for code, what in [(400, "bad request or parameter"), (401, "token needed"), (403, "forbidden"),
+                       (404, "not found"), (409, "conflict"), (413, "too large"), (415, "unsupported media"),
+                       (416, "range not satisfiable"), (503, "busy or unavailable")]
+}  # fmt: skip
 
 
 class ApiError(Exception):
@@ -328,7 +342,16 @@ class Worker:
     """One thread that runs blocking calls in order: awaiting :meth:`run` never blocks the loop."""
 
     def __init__(self, name: str) -> None:
+        self.name = name
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        self._closed = False
+
+    def reopen(self) -> None:
+        """A fresh thread after :meth:`close` (the app started again: a second lifespan, as test
+        clients and schemathesis' ASGI transport run; calls then failed with "cannot schedule")."""
+        if self._closed:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=self.name)
+            self._closed = False
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -338,6 +361,7 @@ class Worker:
         self._pool.submit(fn, *args)
 
     def close(self) -> None:
+        self._closed = True
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
@@ -359,6 +383,7 @@ class Job:
     audio_s: float = 0.0
     elapsed_s: float = 0.0
     current: str = ""
+    slowest: str = ""  # the stage taking the time, e.g. "speech recognition 92 %, 0.61 s/file"
     error: str = ""
     report: dict[str, Any] | None = None
     created_at: float = field(default_factory=time.time)
@@ -379,6 +404,7 @@ class Job:
             "elapsed_s": round(self.elapsed_s, 2),
             "speed_x_realtime": round(speed, 2),
             "current": self.current,
+            "slowest": self.slowest,
             "error": self.error,
             "report": self.report,
             "created_at": self.created_at,
@@ -466,6 +492,7 @@ class JobRunner:
             job.state = "running"
             job.done, job.total, job.failed = p.done, p.total, p.failed
             job.audio_s, job.elapsed_s, job.current = p.audio_s, p.elapsed_s, p.path
+            job.slowest = getattr(p, "slowest", "")
             if job.cancel.is_set():
                 raise JobCancelled
 
@@ -697,7 +724,7 @@ def _optional_explain(q: str) -> tuple[Any, list[str] | None]:
 # Query parameter types shared by the endpoints.
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="results per page")]
 Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="results to skip (paging)")]
-Seconds = Annotated[float | None, Query(ge=0, description="seconds")]
+Seconds = Annotated[float | None, Query(ge=0, le=1e9, description="seconds")]  # le: no overflow to inf
 Kind = Annotated[Literal["music", "speech", "sound"] | None, Query(description="music, speech or sound")]
 Bpm = Annotated[float | None, Query(ge=0, le=400, description="beats per minute (music only)")]
 Under = Annotated[str | None, Query(description="only files under this folder")]
@@ -713,6 +740,7 @@ def create_app(
     allowed_hosts: Sequence[str] | None = None,
     index_jobs: int = 1,
     warm: bool = True,
+    read_token: str | None = None,
 ) -> FastAPI:
     """The ASGI app serving ``library``.
 
@@ -720,7 +748,9 @@ def create_app(
     ``allow_roots``: folders (or files) inside which ``POST /api/index`` may index; none: indexing
     over HTTP is off. ``allowed_hosts``: accepted ``Host`` header names (DNS-rebinding guard), any if
     None. ``index_jobs``: analysis worker processes per indexing job. ``warm``: load the text encoder
-    and item matrices in the background at startup so the first search is fast.
+    and item matrices in the background at startup so the first search is fast. ``read_token``: when
+    set, every ``/api/`` call but ``/api/config`` needs it (or ``token``), as ``Authorization: Bearer``
+    or the ``soundscope_token`` cookie the page sets from the address the server prints (``/#token=``).
     """
     roots = [os.path.realpath(os.path.abspath(os.path.expanduser(os.fspath(r)))) for r in (allow_roots or [])]
     cache_dir = library.data_dir / "cache" / "waveforms"
@@ -739,6 +769,8 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        for w in (st.lib_worker, st.wave_worker, st.upload_worker):
+            w.reopen()
         if warm:
             st.lib_worker.submit(_warm, library)
         try:
@@ -754,6 +786,7 @@ def create_app(
         version=_version(),
         summary="Search audio by what it sounds like, means and says.",
         lifespan=lifespan,
+        responses=ERROR_RESPONSES,
     )
     app.state.soundscope = st
 
@@ -773,6 +806,8 @@ def create_app(
     async def _validation_error(_req: Request, exc: RequestValidationError) -> JSONResponse:
         parts = []
         for e in exc.errors():
+            if tuple(e.get("loc", ())) == ("query", "q") and e.get("type") in ("missing", "string_pattern_mismatch"):
+                return _error(400, "missing query: add ?q=..., e.g. ?q=dog+barking")
             where = ".".join(str(x) for x in e.get("loc", ())[1:]) or "request"
             parts.append(f"{where}: {e.get('msg', 'invalid')}")
         return _error(400, "bad parameter " + "; ".join(parts))
@@ -788,6 +823,10 @@ def create_app(
             host = (request.headers.get("host") or "").rsplit(":", 1)[0].strip("[]").lower()
             if host not in hosts:
                 return _error(400, f"unexpected Host header {host!r}: open the page at the address the server printed")
+        guarded = read_token and request.url.path.startswith("/api/") and request.url.path != "/api/config"
+        if guarded and not _read_allowed(request, [read_token, st.token]):
+            return _error(401, "this server needs its read token: open the address it printed (…/#token=…) "
+                          "or send Authorization: Bearer <token>", _BEARER)  # fmt: skip
         response = await call_next(request)
         for k, v in SECURITY_HEADERS.items():
             response.headers.setdefault(k, v)
@@ -802,6 +841,16 @@ def create_app(
             raise ApiError(401, "this endpoint needs the server's token: Authorization: Bearer <token>", _BEARER)
         if not hmac.compare_digest(given.strip().encode(), st.token.encode()):
             raise ApiError(403, "wrong token", _BEARER)
+
+    from .server_recommend import add_routes  # listeners: feedback, recommend, radio, profile
+
+    add_routes(app, st, library, require_token)
+    from .server_identify import add_routes as add_identify_routes  # fingerprints: identify, duplicates
+
+    add_identify_routes(app, st, library)
+    from .server_llm import add_routes as add_llm_routes  # language model: ask, understand
+
+    add_llm_routes(app, st, library)
 
     # -- page ---------------------------------------------------------------------------------
     @app.get("/", include_in_schema=False)
@@ -823,7 +872,15 @@ def create_app(
     # -- search -------------------------------------------------------------------------------
     @app.get("/api/search", tags=["search"])
     async def search(
-        q: Annotated[str, Query(description="what to look for, in Chinese or English")] = "",
+        q: Annotated[
+            str,
+            Query(
+                description="what to look for, in Chinese or English",
+                min_length=1,
+                max_length=MAX_QUERY_CHARS,
+                pattern=r"\S",
+            ),
+        ],
         limit: Limit = 20,
         offset: Offset = 0,
         min_duration: Seconds = None,
@@ -834,6 +891,8 @@ def create_app(
         min_tempo: Bpm = None,
         max_tempo: Bpm = None,
         explain: Annotated[bool, Query(description="include how the query was understood")] = False,
+        llm: Annotated[bool, Query(description="read the query with the language model")] = False,
+        user: Annotated[str | None, Query(max_length=100, description="personalise for this listener")] = None,
     ) -> dict[str, Any]:
         """Text search: the same ranked, explained results as ``soundscope search --json``."""
         q = q.strip()
@@ -844,10 +903,17 @@ def create_app(
         filters = _filters(min_duration, max_duration, kind, under, label)
         tempo = (min_tempo, max_tempo) if min_tempo is not None or max_tempo is not None else None
         t0 = time.perf_counter()
-        out = await st.lib_worker.run(_search_page, library, q, filters, limit, offset, tempo)
+        from .server_llm import explained, page_fn
+
+        out = await st.lib_worker.run(page_fn(library, llm, _search_page), library, q, filters, limit, offset, tempo,
+                                      user or None)  # fmt: skip
         out = {"query": q, **out, "took_ms": round((time.perf_counter() - t0) * 1000, 1)}
         if explain:
-            parsed, lines = await asyncio.to_thread(_optional_explain, q)
+            parsed, lines = (
+                await st.lib_worker.run(explained, library, q, llm)
+                if library.rewriter is not None
+                else await asyncio.to_thread(_optional_explain, q)
+            )
             if parsed is not None:
                 out["explain"] = parsed
             if lines:
@@ -1077,6 +1143,7 @@ def create_app(
         return {
             "version": _version(),
             "token_required": st.token is not None,
+            "read_token_required": bool(read_token),
             "indexing": bool(st.allow_roots),
             "allow_roots": st.allow_roots,
             "max_upload_mb": max_upload_mb,
@@ -1088,6 +1155,16 @@ def create_app(
 
 
 _BEARER = {"WWW-Authenticate": 'Bearer realm="soundscope"'}
+
+
+def _read_allowed(request: Request, tokens: list[str | None]) -> bool:
+    """Whether the request carries one of ``tokens`` (bearer header or the page's cookie)."""
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    cookie = urllib.parse.unquote(request.cookies.get("soundscope_token", ""))  # the page encodes it
+    offered = [given.strip() if scheme.lower() == "bearer" else "", cookie]
+    return any(
+        t and o and hmac.compare_digest(o.encode(), t.encode()) for t in tokens for o in offered
+    )
 
 
 class _Static(StaticFiles):
@@ -1158,13 +1235,15 @@ def _search_page(
     limit: int,
     offset: int,
     tempo: tuple[float | None, float | None] | None,
+    user: str | None = None,
 ) -> dict[str, Any]:
-    """Runs on the library worker: one page of text results (+1 to know whether more exist)."""
+    """Runs on the library worker: one page of text results (+1 to know whether more exist);
+    ``user``: personalised for this listener."""
     if tempo is not None:  # a column filter like the others (only music has a measured tempo)
         filters = Filters(**(filters.__dict__ if filters else {}))
         filters.min_tempo, filters.max_tempo = tempo
     try:
-        results = library.search(q, limit=offset + limit + 1, filters=filters)
+        results = library.search(q, limit=offset + limit + 1, filters=filters, user=user)
     except ValueError as exc:  # e.g. an unknown label
         raise ApiError(400, str(exc)) from exc
     out = _page(library, results, offset, limit)
@@ -1269,12 +1348,18 @@ def serve(
     asr_model: str | None = None,
     index_jobs: int = 1,
     log_level: str = "warning",
+    workers: int = 1,
+    read_token: str | None = None,
 ) -> None:
     """Serve the web page and API on ``host``:``port`` until interrupted.
 
     ``data_dir``: a data directory (default: the user data dir) or an open :class:`Library` (not
     closed here). Binding a non-loopback ``host`` without ``token`` generates one and prints it.
     ``allow_roots``: folders ``POST /api/index`` may index (default: the roots already indexed).
+    ``workers`` > 1: that many server processes (uvicorn workers, each with its own library and
+    SQLite connection: WAL readers) answer reads in parallel; indexing from the page is then off (each
+    process would keep its own job list), ``soundscope index`` meanwhile is seen by all of them.
+    ``read_token``: reads need a token too (for a server reachable beyond loopback).
     """
     import uvicorn
 
@@ -1301,9 +1386,28 @@ def serve(
             max_upload_mb=max_upload_mb,
             allowed_hosts=hosts,
             index_jobs=index_jobs,
+            read_token=read_token,
         )
         shown = f"[{host}]" if ":" in host else host
         print(f"soundscope: serving {library.data_dir} at http://{shown}:{port}/  (Ctrl+C to stop)", file=sys.stderr)
+        if read_token:
+            print(f"soundscope: reading needs the token: open http://{shown}:{port}/#token={read_token}",
+                  file=sys.stderr)  # fmt: skip
+        if workers > 1:
+            if roots:
+                print(f"soundscope: {workers} worker processes: indexing from the page is off (use soundscope "
+                      "index; every worker sees what it adds)", file=sys.stderr)  # fmt: skip
+            os.environ[WORKER_CONFIG] = json.dumps({
+                "data_dir": str(library.data_dir), "asr_model": library.asr_model, "token": token,
+                "read_token": read_token, "max_upload_mb": max_upload_mb, "allowed_hosts": hosts,
+                "vector_store": library.store.vector_store,
+            })  # fmt: skip
+            # a worker busy with a burst of queries on a loaded machine must not be taken for hung (the
+            # supervisor kills a worker that misses its 5 s health check; the load test saw resets)
+            uvicorn.run("soundscope.server:worker_app", factory=True, host=host, port=port, workers=workers,
+                        log_level=log_level, access_log=False, timeout_graceful_shutdown=3,
+                        timeout_worker_healthcheck=120)  # fmt: skip
+            return
         if roots:
             print(f"soundscope: the page may index inside: {', '.join(map(str, roots))}", file=sys.stderr)
         else:
@@ -1312,6 +1416,21 @@ def serve(
     finally:
         if own:
             library.close()
+
+
+WORKER_CONFIG = "SOUNDSCOPE_SERVE_WORKER"  # the settings serve(workers=N) hands its worker processes
+
+
+def worker_app() -> FastAPI:
+    """The app of one ``serve(workers=N)`` worker process: its own library over the same data
+    directory (read-only use: indexing over HTTP is off), configured from :data:`WORKER_CONFIG`."""
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
+    cfg = json.loads(os.environ[WORKER_CONFIG])
+    library = Library(cfg["data_dir"], asr_model=cfg["asr_model"] or "none", create=False,
+                      vector_store=cfg.get("vector_store"))  # fmt: skip
+    return create_app(library, token=cfg["token"], read_token=cfg["read_token"], allow_roots=[],
+                      max_upload_mb=cfg["max_upload_mb"], allowed_hosts=cfg["allowed_hosts"])  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -1324,6 +1443,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--allow-root", action="append", default=None, metavar="DIR")
     p.add_argument("--max-upload-mb", type=int, default=20)
     p.add_argument("--asr-model", default=None)
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--read-token", default=os.environ.get("SOUNDSCOPE_READ_TOKEN"))
     a = p.parse_args(argv)
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")
@@ -1335,6 +1456,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         allow_roots=a.allow_root,
         max_upload_mb=a.max_upload_mb,
         asr_model=a.asr_model,
+        workers=a.workers,
+        read_token=a.read_token,
     )
     return 0
 

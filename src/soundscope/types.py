@@ -137,6 +137,7 @@ class Result:
     labels: list[tuple[str, float]] = field(default_factory=list)
     evidence: dict[str, float] = field(default_factory=dict)  # per-ranker raw scores
     kinds: list[str] = field(default_factory=list)  # which evidence matched: sound, music, speech, text
+    weak: bool = False  # below the confidence floor: the nearest there is, not a match (see search.WEAK_LABEL)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -151,4 +152,5 @@ class Result:
             "labels": [[name, round(float(p), 4)] for name, p in self.labels],
             "evidence": {k: round(float(v), 6) for k, v in self.evidence.items()},
             "matched": self.kinds,
+            "weak": self.weak,
         }

@@ -5,6 +5,7 @@ Layout of ``<data_dir>``::
     catalog.sqlite            items, segments, scores, vectors (truth), FTS5, failures, model registry
     vectors/<space>.usearch   nearest-neighbour index for <space> (segment, item or passage vectors)
     columns/                  memory-mapped query columns (durations, kinds, descriptors, label scores)
+    fingerprints/             landmark hashes for identify / duplicates (see :mod:`.fingerprints`)
 
 Both accelerators catch up incrementally: keys are never reused, so "what is above my watermark,
 minus the catalog's tombstones since" is exactly what changed. Readers apply that delta in memory;
@@ -20,6 +21,7 @@ from typing import Any
 from . import vectors as _vectors
 from .catalog import Catalog, IncompatibleIndexError, ItemRow, SegmentData
 from .columns import Columns, ColumnStore
+from .fingerprints import FingerprintIndex
 from .vectors import LiveIndex, UsearchIndex, VectorIndex
 
 __all__ = [
@@ -70,9 +72,18 @@ class Store:
         self._columns = ColumnStore(self.catalog, self.data_dir / "columns")
         self._indexes: dict[str, LiveIndex] = {}
         self._bases: dict[str, Any] = {}  # space -> UsearchIndex or MilvusIndex (the saved part)
+        self._fingerprints: FingerprintIndex | None = None
         self.vector_store = vector_store if vector_store is not None else os.environ.get("SOUNDSCOPE_STORE") or None
         if self.vector_store in ("", "embedded", "usearch"):
             self.vector_store = None
+
+    def fingerprints(self) -> FingerprintIndex:
+        """The fingerprint index (``fingerprints/``), current with what a writer last saved."""
+        if self._fingerprints is None:
+            self._fingerprints = FingerprintIndex(self.data_dir / "fingerprints", self.catalog)
+        else:
+            self._fingerprints.refresh()
+        return self._fingerprints
 
     def columns(self) -> Columns:
         """What text queries read about every item, current with the catalog (see :mod:`.columns`)."""
@@ -160,6 +171,8 @@ class Store:
         :data:`.vectors.DELTA_MAX` (or any, with ``force``) is updated by key and saved, and the column
         delta is written as a part once large. The writer calls this at the end of an index run."""
         self._columns.flush(force=force)
+        if self._fingerprints is not None:
+            self._fingerprints.flush()
         for space in self.catalog.models():
             try:
                 dim = self._dim(space)

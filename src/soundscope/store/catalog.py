@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import heapq
 import json
+import os
 import sqlite3
 import time
+import urllib.parse
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .. import faults
 
 SCHEMA_VERSION = 4
 FTS_SCAN = 5_000  # matches of a keyword query scored by BM25 at most (see Catalog.fts)
@@ -143,6 +147,7 @@ MIGRATIONS: dict[int, str] = {
     """,
 }
 TOMBSTONE_KINDS = {"items": "item", "segments": "segment", "passages": "passage"}
+EVENT_KINDS = ("like", "dislike", "play", "skip")  # what a listener did with an item (events.kind)
 
 
 class IncompatibleIndexError(RuntimeError):
@@ -197,25 +202,50 @@ def name_words(path: str) -> str:
     return " ".join(text.split())
 
 
+def _connect_read_only(path: Path) -> sqlite3.Connection:
+    """A read-only connection. A WAL database needs its ``-shm`` file, which a read-only folder cannot
+    get: when there is none (and no ``-wal``, so no writer), the file is opened as immutable."""
+    uri = f"file:{urllib.parse.quote(str(path))}?mode=ro"
+    conn = sqlite3.connect(uri, uri=True, timeout=30.0, isolation_level=None, check_same_thread=False)
+    try:
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return conn
+    except sqlite3.OperationalError:
+        conn.close()
+        if Path(f"{path}-wal").exists():
+            raise
+    return sqlite3.connect(uri + "&immutable=1", uri=True, isolation_level=None, check_same_thread=False)
+
+
 class Catalog:
     """SQLite catalog at ``<data_dir>/catalog.sqlite``."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.conn = sqlite3.connect(str(self.path), timeout=30.0, isolation_level=None, check_same_thread=False)
+        # a library on a read-only medium or folder: opened read-only, so searches work (writes: StorageError)
+        self.read_only = self.path.is_file() and not os.access(self.path.parent, os.W_OK)
+        if self.read_only:
+            self.conn = _connect_read_only(self.path)
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.conn = sqlite3.connect(str(self.path), timeout=30.0, isolation_level=None, check_same_thread=False)
         self.conn.row_factory = sqlite3.Row
-        # 16 KiB pages hold several 3 KB score+vector rows each (with 4 KiB ones each row took a page of
-        # its own: 37 % more disk). Only takes effect on a new file, before WAL is switched on.
-        self.conn.execute("PRAGMA page_size=16384")
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=NORMAL")
+        if not self.read_only:
+            # 16 KiB pages hold several 3 KB score+vector rows each (with 4 KiB ones each row took a page of
+            # its own: 37 % more disk). Only takes effect on a new file, before WAL is switched on.
+            self.conn.execute("PRAGMA page_size=16384")
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=NORMAL")
         self.conn.execute("PRAGMA foreign_keys=ON")
         self._migrate()
 
     # -- schema -------------------------------------------------------------------------------
     def _migrate(self) -> None:
         version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+        if self.read_only and version < SCHEMA_VERSION:
+            raise IncompatibleIndexError(
+                f"{self.path} has schema version {version} and is read-only: open it writable once to upgrade it"
+            )
         if version > SCHEMA_VERSION:
             raise IncompatibleIndexError(
                 f"{self.path} has schema version {version}, newer than this soundscope ({SCHEMA_VERSION}): upgrade"
@@ -264,7 +294,9 @@ class Catalog:
             yield self
 
     def close(self) -> None:
+        faults.point("checkpoint")  # closing the last connection checkpoints the WAL into the file
         self.conn.close()
+        faults.point("checkpoint.end")
 
     # -- meta and models ----------------------------------------------------------------------
     def get_meta(self, key: str, default: str | None = None) -> str | None:
@@ -333,6 +365,8 @@ class Catalog:
         return ItemRow(**d)
 
     def item(self, item_id: int) -> ItemRow | None:
+        if not -(2**63) <= item_id < 2**63:  # no such row (and SQLite cannot bind the number)
+            return None
         r = self.conn.execute("SELECT * FROM items WHERE id=?", (item_id,)).fetchone()
         return self._row(r) if r else None
 
@@ -421,6 +455,7 @@ class Catalog:
             for space in spaces:
                 self.bump_generation(space)
             self.set_meta("generation:items", str(self.generation("items") + 1))
+            faults.point("commit")  # crash tests: killed here, the whole item is rolled back
         return item_id, seg_ids
 
     def _index_text(self, item_id: int, path: str, tags: dict[str, str], description: str) -> None:
@@ -573,6 +608,55 @@ class Catalog:
                 if path not in keep and not Path(path).exists():
                     self.conn.execute("DELETE FROM failures WHERE path=?", (path,))
 
+    # -- listener events (issue 14) --------------------------------------------------------------
+    def add_event(
+        self, user: str, item_id: int, kind: str, *, value: float = 0.0, at: float | None = None, query: str = ""
+    ) -> int:
+        """Record what ``user`` did with an item (like | dislike | play | skip; ``value``: seconds listened
+        for a play); returns the event id. One indexed INSERT in its own transaction. Raises KeyError for
+        an unknown item, ValueError for an unknown kind or an empty user name."""
+        if kind not in EVENT_KINDS:
+            raise ValueError(f"unknown feedback kind {kind!r}: one of {', '.join(EVENT_KINDS)}")
+        if not user.strip():
+            raise ValueError("empty user name")
+        try:
+            with self.transaction():
+                cur = self.conn.execute(
+                    "INSERT INTO events(user, item_id, kind, value, at, query) VALUES(?,?,?,?,?,?)",
+                    (user, int(item_id), kind, float(value), time.time() if at is None else float(at), query or ""),
+                )
+        except sqlite3.IntegrityError as exc:  # the foreign key: no such item
+            raise KeyError(f"no item with id {item_id}") from exc
+        return int(cur.lastrowid)
+
+    def events(self, user: str | None = None, *, limit: int | None = None) -> list[dict[str, Any]]:
+        """Events of ``user`` (every user's if None), newest first, at most ``limit``."""
+        sql = "SELECT id, user, item_id, kind, value, at, query FROM events"
+        args: tuple = ()
+        if user is not None:
+            sql, args = sql + " WHERE user=?", (user,)
+        sql += " ORDER BY at DESC, id DESC" + (f" LIMIT {int(limit)}" if limit else "")
+        return [dict(r) for r in self.conn.execute(sql, args)]
+
+    def event_users(self) -> list[tuple[str, int]]:
+        """(user, number of events) of every user with events, by name."""
+        rows = self.conn.execute("SELECT user, count(*) FROM events GROUP BY user ORDER BY user")
+        return [(r[0], r[1]) for r in rows]
+
+    def events_version(self) -> tuple[int, int]:
+        """(highest event id, number of events): changes whenever an event is added or deleted."""
+        row = self.conn.execute("SELECT coalesce(max(id), 0), count(*) FROM events").fetchone()
+        return int(row[0]), int(row[1])
+
+    def delete_events(self, user: str, *, item_id: int | None = None) -> int:
+        """Forget ``user``'s events (only those about ``item_id`` if given); returns how many."""
+        with self.transaction():
+            if item_id is None:
+                cur = self.conn.execute("DELETE FROM events WHERE user=?", (user,))
+            else:
+                cur = self.conn.execute("DELETE FROM events WHERE user=? AND item_id=?", (user, int(item_id)))
+        return int(cur.rowcount)
+
     # -- vectors and scores -------------------------------------------------------------------
     def segment_vectors(self, space: str) -> tuple[np.ndarray, np.ndarray]:
         """All (segment ids (n,), embeddings (n, dim)) of ``space``, for rebuilding an index."""
@@ -721,6 +805,23 @@ class Catalog:
         if not keys:
             return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
         return np.asarray(keys, np.int64), np.stack(vecs)
+
+    def item_scores_many(self, ids: Iterable[int], space: str) -> tuple[np.ndarray, np.ndarray]:
+        """(item ids (m,), item-level label scores (m, n_labels)) of ``space`` for the given ids (chunked)."""
+        ids = list(ids)
+        got, rows = [], []
+        for i in range(0, len(ids), 500):
+            part = ids[i : i + 500]
+            for item_id, blob in self.conn.execute(
+                f"SELECT item_id, scores FROM item_data WHERE space=? AND scores IS NOT NULL "
+                f"AND item_id IN ({','.join('?' * len(part))})",
+                (space, *part),
+            ):
+                got.append(item_id)
+                rows.append(from_blob(blob))
+        if not got:
+            return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
+        return np.asarray(got, np.int64), np.stack(rows)
 
     def item_vectors(self, ids: Iterable[int], space: str) -> tuple[np.ndarray, np.ndarray]:
         """(item ids (m,), item-level embeddings (m, d)) of ``space`` for the given item ids (chunked)."""

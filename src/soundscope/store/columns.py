@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import faults
 from .catalog import Catalog
 
 KINDS = ("sound", "music", "speech")
@@ -109,6 +110,20 @@ class Columns:
             if mat is None or p.n == 0:
                 continue
             out[lo : lo + p.n] = w @ np.asarray(mat[np.asarray(indices)], np.float32)
+        return out
+
+    def group_columns(self, space: str, groups: list[np.ndarray]) -> np.ndarray:
+        """(k, n) float32: for each group of label columns (k groups of indices), every item's highest
+        score among them (a label and its ontology descendants). Reads each group's label rows per part:
+        O(n * total group size), contiguous memory."""
+        out = np.zeros((len(groups), self.n), np.float32)
+        for p, lo in zip(self.parts, self.offsets[:-1], strict=False):
+            mat = p.scores.get(space)
+            if mat is None or p.n == 0:
+                continue
+            for g, idx in enumerate(groups):
+                rows = np.asarray(mat[np.asarray(idx)], np.float32)
+                out[g, lo : lo + p.n] = rows.max(axis=0) if rows.shape[0] > 1 else rows[0]
         return out
 
     def label_column(self, space: str, j: int) -> np.ndarray:
@@ -307,6 +322,7 @@ class ColumnStore:
             "dead": sorted(int(x) for x in np.unique(dead)),
             "written_at": time.time(),
         }
+        faults.point("columns.manifest")  # parts written, the manifest naming them not yet
         tmp = self.dir / f"manifest.json.{os.getpid()}.tmp"
         tmp.write_text(json.dumps(manifest))
         os.replace(tmp, self.dir / "manifest.json")

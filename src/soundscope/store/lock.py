@@ -22,6 +22,8 @@ import threading
 import time
 from pathlib import Path
 
+from .errors import storage_error
+
 try:
     import fcntl
 except ImportError:  # pragma: no cover - not POSIX: no locking (one writer per data directory is then up to you)
@@ -84,7 +86,10 @@ class IndexLock:
     def acquire(self) -> IndexLock:
         if fcntl is None:  # pragma: no cover
             return self
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise (storage_error(exc, self.data_dir) or exc) from exc
         key = os.path.realpath(self.path)
         me = threading.get_ident()
         with _guard:
@@ -93,7 +98,10 @@ class IndexLock:
                 held[1] += 1
                 self._key = key
                 return self
-        fd = os.open(key, os.O_RDWR | os.O_CREAT, 0o644)  # not inherited by child processes (PEP 446)
+        try:
+            fd = os.open(key, os.O_RDWR | os.O_CREAT, 0o644)  # not inherited by child processes (PEP 446)
+        except OSError as exc:  # a read-only library (medium or permissions) or a full disk: say so
+            raise (storage_error(exc, self.data_dir) or exc) from exc
         deadline = time.monotonic() + max(self.wait, GRACE_S)
         while True:
             try:

@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import secrets
 import threading
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+
+from .. import faults
 
 EXACT_BELOW = 50_000  # brute-force (exact) search below this many vectors: fast and recall 1.0
 DELTA_MAX = 512  # vectors newer than the saved index, searched exactly, before the writer folds them in
@@ -35,8 +39,25 @@ class VectorIndex(Protocol):
     def save(self, generation: int) -> None: ...
 
 
+def data_file(path: Path) -> Path:
+    """The file holding the vectors of the index whose sidecar is ``<path>.json``: the one the sidecar
+    names (``file``), or ``<path>`` itself for sidecars written before indexes were saved that way."""
+    path = Path(path)
+    try:
+        name = json.loads(Path(f"{path}.json").read_text()).get("file")
+    except (OSError, ValueError, AttributeError):
+        name = None
+    return path.with_name(os.path.basename(name)) if isinstance(name, str) and name else path
+
+
 class UsearchIndex:
-    """Cosine HNSW index (usearch) persisted as ``<path>`` plus ``<path>.json`` (generation, count)."""
+    """Cosine HNSW index (usearch) persisted as a data file plus ``<path>.json`` (generation, count,
+    watermarks and the data file's name).
+
+    A save writes a new data file under a name of its own, then replaces the sidecar naming it (the
+    commit point), then removes the old data file: a crash at any moment leaves a sidecar and the data
+    file it describes, never a new index beside an old sidecar (a kill test found that window when the
+    file was replaced in place)."""
 
     def __init__(self, path: Path, dim: int) -> None:
         from usearch.index import Index
@@ -56,15 +77,16 @@ class UsearchIndex:
         ``view``: memory-map read-only instead of loading (default: for indexes over :data:`VIEW_ABOVE`)."""
         idx = cls(path, dim)
         meta = Path(f"{path}.json")
-        if idx.path.exists() and meta.exists():
+        data = data_file(idx.path)
+        if data.exists() and meta.exists():
             try:
                 info = json.loads(meta.read_text())
                 count = int(info["count"])
                 idx.view = (count > VIEW_ABOVE) if view is None else view
                 if idx.view:
-                    idx._index.view(str(idx.path))
+                    idx._index.view(str(data))
                 else:
-                    idx._index.load(str(idx.path))
+                    idx._index.load(str(data))
                 if int(info.get("dim", -1)) == dim and len(idx._index) == count:
                     idx.generation = int(info["generation"])
                     idx.upto, idx.tomb_seq = int(info.get("upto", -1)), int(info.get("tomb_seq", -1))
@@ -74,6 +96,15 @@ class UsearchIndex:
             except (OSError, ValueError, KeyError, RuntimeError):
                 idx._reset()
         return idx
+
+    def _drop_unnamed(self, *, keep: Path, old: Path) -> None:
+        """Remove the replaced data file and what interrupted saves left (their data and temp files)."""
+        saved = re.compile(rf"{re.escape(self.path.stem)}\.-?\d+-[0-9a-f]{{8}}{re.escape(self.path.suffix)}")
+        for entry in self.path.parent.iterdir():
+            name = entry.name
+            leftover = saved.fullmatch(name) or (name.startswith(self.path.name) and name.endswith(".tmp"))
+            if entry != keep and (entry == old or leftover):
+                entry.unlink(missing_ok=True)  # a reader that mapped it keeps its mapping
 
     def _reset(self) -> None:
         self.__init__(self.path, self.dim)  # type: ignore[misc]
@@ -117,9 +148,11 @@ class UsearchIndex:
         and the watermarks it reflects: every key <= ``upto``, tombstones up to ``tomb_seq``."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         suffix = f".{os.getpid()}.{threading.get_ident()}.tmp"  # concurrent savers never share a temp file
-        tmp = self.path.with_name(self.path.name + suffix)
-        self._index.save(str(tmp))
-        os.replace(tmp, self.path)
+        old = data_file(self.path)
+        data = self.path.with_name(f"{self.path.stem}.{generation}-{secrets.token_hex(4)}{self.path.suffix}")
+        faults.point("vectors.save")
+        self._index.save(str(data))
+        faults.point("vectors.sidecar")  # the new data file written, the sidecar still names the old one
         meta_tmp = Path(f"{self.path}.json{suffix}")
         info = {
             "generation": generation,
@@ -128,9 +161,12 @@ class UsearchIndex:
             "upto": upto,
             "tomb_seq": tomb_seq,
             "catalog": catalog,
+            "file": data.name,
         }
         meta_tmp.write_text(json.dumps(info))
-        os.replace(meta_tmp, f"{self.path}.json")
+        os.replace(meta_tmp, f"{self.path}.json")  # the commit point
+        faults.point("vectors.saved")
+        self._drop_unnamed(keep=data, old=old)
         self.generation, self.upto, self.tomb_seq, self.catalog = generation, upto, tomb_seq, catalog
 
 

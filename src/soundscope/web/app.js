@@ -161,6 +161,7 @@
     delete p.like;
     if (state.mode === "search") { p.explain = offset === 0 ? "1" : ""; }
     const qs = toQuery({ ...p, limit: PAGE, offset });
+    if (state.mode === "foryou") return `/api/recommend?limit=${PAGE}`;
     return state.mode === "search" ? `/api/search?${qs}` : `/api/similar/${encodeURIComponent(state.params.like)}?${qs}`;
   }
 
@@ -252,7 +253,9 @@
     const s = current;
     const n = s.results.length;
     const parts = [];
-    if (s.mode === "search") {
+    if (s.mode === "foryou") {
+      parts.push(h("span", { text: n ? "Recommended for you, from what you liked and played" : "Nothing to recommend yet: like a few results first" }));
+    } else if (s.mode === "search") {
       const count = s.hasMore ? [h("strong", { text: String(n) }), " best matches for "] : [n ? h("strong", { text: String(n) }) : "No", ` result${n === 1 ? "" : "s"} for `];
       parts.push(h("span", {}, ...count, h("strong", { text: `“${s.label}”` })));
     } else {
@@ -322,7 +325,16 @@
     const start = current.results.length;
     current.results.push(...results);
     const frag = document.createDocumentFragment();
-    results.forEach((r, i) => frag.append(card(r, current.items[String(r.id)] || {}, start + i + 1)));
+    results.forEach((r, i) => {
+      const prev = start + i > 0 ? current.results[start + i - 1] : null;
+      if (r.weak && (!prev || !prev.weak)) {  // below the confidence floor: kept apart, said so
+        frag.append(h("li", { class: "weak-note", role: "note" },
+          prev ? "Weaker matches, below the confidence floor:" : "No close match; nearest:"));
+      }
+      const c = card(r, current.items[String(r.id)] || {}, start + i + 1);
+      if (r.weak) c.classList.add("weak");
+      frag.append(c);
+    });
     els.results.append(frag);
   }
 
@@ -384,8 +396,45 @@
     const chips = $(".chips", li);
     for (const [name] of (r.labels || []).slice(0, 3)) chips.append(h("span", { class: "chip", text: name }));
     $(".like", li).addEventListener("click", () => { similar(r.id, tags.title || file); window.scrollTo({ top: 0, behavior: "smooth" }); });
+    for (const kind of ["like", "dislike"]) {
+      const b = $(`.fb-${kind}`, li);
+      b.addEventListener("click", () => {
+        b.setAttribute("aria-pressed", "true");
+        $(`.fb-${kind === "like" ? "dislike" : "like"}`, li).setAttribute("aria-pressed", "false");
+        feedback(r.id, kind);
+      });
+    }
+    audio.addEventListener("playing", () => { li._from = audio.currentTime; });
+    audio.addEventListener("pause", () => listened(li, audio, false));
+    audio.addEventListener("ended", () => listened(li, audio, true));
     $(".info", li).addEventListener("click", () => details(r.id, r));
     return li;
+  }
+
+  // ---------------------------------------------------------------- listener feedback
+  // Likes and dislikes from the buttons; plays and skips from the player: stopped within SKIP_S seconds
+  // (and before half of it) is a skip, anything longer a play with the seconds listened. Best effort:
+  // a failed report never interrupts listening.
+  const SKIP_S = 5;
+  function feedback(id, kind, seconds = 0) {
+    const headers = { "Content-Type": "application/json" };
+    const t = token();
+    if (t) headers.Authorization = `Bearer ${t}`;
+    const query = current && current.mode === "search" ? current.label : "";
+    return api("/api/feedback", { method: "POST", headers, body: JSON.stringify({ item_id: Number(id), kind, seconds, query }) })
+      .catch((e) => { if (e.status === 401 || e.status === 403) showError(`${e.message}. Enter the token printed when the server started.`); });
+  }
+
+  function listened(li, audio, ended) {
+    if (li._from == null) return;
+    const secs = Math.max(0, audio.currentTime - li._from) + (li._heard || 0);
+    li._from = null;
+    li._heard = secs;
+    if (li.dataset.reported) return;
+    const dur = (isFinite(audio.duration) && audio.duration) || Number(li.dataset.duration) || 0;
+    if (!ended && secs < SKIP_S && secs < dur / 2) { li.dataset.reported = "skip"; feedback(li.dataset.id, "skip", secs); return; }
+    li.dataset.reported = "play";
+    feedback(li.dataset.id, "play", ended ? dur : secs);
   }
 
   // ---------------------------------------------------------------- audio
@@ -697,6 +746,7 @@
     $("#filters-apply").addEventListener("click", rerun);
     $("#filters-clear").addEventListener("click", () => { for (const k of FILTER_KEYS) $("#" + k).value = ""; syncFilterUi(); rerun(); });
     $("#open-index").addEventListener("click", openIndex);
+    $("#for-you").addEventListener("click", () => { history.pushState({}, "", "/"); els.q.value = ""; fetchPage({ mode: "foryou", params: {}, label: "For you" }, 0); });
     $("#index-form").addEventListener("submit", startIndex);
     for (const d of [els.indexDialog, els.detailDialog]) {
       d.addEventListener("click", (ev) => { if (ev.target === d || ev.target.closest("[data-close]")) d.close(); });
@@ -721,7 +771,20 @@
     else renderStatus();
   }
 
+  // A server started with --read-token prints its address as .../#token=...: kept for this tab and sent
+  // as a cookie, so fetches, the player and the waveform images all carry it (no header on <audio>).
+  function readToken() {
+    const m = location.hash.match(/(?:^#|&)token=([^&]+)/);
+    if (m) {
+      sessionStorage.setItem("soundscope-read-token", decodeURIComponent(m[1]));
+      history.replaceState(history.state, "", location.pathname + location.search);
+    }
+    const t = sessionStorage.getItem("soundscope-read-token");
+    if (t) document.cookie = `soundscope_token=${encodeURIComponent(t)}; path=/; SameSite=Strict`;
+  }
+
   async function init() {
+    readToken();
     setup();
     try { config = await api("/api/config"); } catch (e) { /* defaults */ }
     refreshStats();

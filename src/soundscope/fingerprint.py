@@ -1,0 +1,445 @@
+"""Fingerprint: audio -> spectral-peak landmark hashes, and matching with time-alignment verification.
+
+The design follows the landmark scheme of Wang (Shazam, 2003) as implemented by audfprint (D. Ellis) and
+Olaf/Panako (J. Six), with two changes aimed at where those fail:
+
+* **Speed and pitch changes.** A hash is ``(f1, df, dt)`` of a pair of spectral peaks. Instead of
+  speed-invariant triplets (Panako), the *query* side keeps its peaks at sub-bin, sub-frame precision
+  and re-hashes them under a grid of speed hypotheses (``r`` in +/-4 % by 0.5 %): a query sped up by
+  ``r`` has its frequencies multiplied by ``r`` and its times divided by it, so undoing that before
+  quantisation gives the reference's hashes. ``f1`` is quantised on a log scale (24 steps per octave),
+  which a few percent of speed moves by less than a step. The stored index stays that of plain pairs
+  (small, ~12 bytes a hash), and every hypothesis costs only table look-ups.
+* **Noise.** Peaks are picked on a spectrally whitened log spectrogram (level minus its local mean),
+  in 150-3600 Hz (telephone band and where music's energy is), ranked by prominence and capped per
+  second; references keep a sparse set (what is stored), queries a denser one (free), so a
+  reference peak that survives the noise is still found among the query's. Near a quantisation
+  boundary, the query also probes the neighbouring cell (multi-probe).
+
+Matching counts, per (item, offset, hypothesis), the query pairs whose hashes agree on one time
+offset (+/- 1 frame); the best count is the evidence, and :func:`confidence` maps it and the
+runner-up to a calibrated probability (see ``scripts/build_identify_bench.py`` and
+``soundscope eval --section identify``).
+
+All feature functions are pure and keyword-only over numpy arrays; times are in frames of
+:data:`HOP` samples at :data:`SAMPLE_RATE` (32 ms) unless a name says seconds.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import ndimage
+
+SAMPLE_RATE = 16000  # Hz: the rate ingest already decodes at (no resampling)
+N_FFT = 2048  # 128 ms window: narrow bins (7.8 Hz) concentrate tonal energy above the noise
+HOP = 512  # 32 ms
+FRAME_S = HOP / SAMPLE_RATE
+F_MIN_HZ, F_MAX_HZ = 150.0, 3600.0
+BIN_HZ = SAMPLE_RATE / N_FFT
+LO_BIN, HI_BIN = int(F_MIN_HZ / BIN_HZ), math.ceil(F_MAX_HZ / BIN_HZ)
+PEAK_T, PEAK_F = 7, 9  # a peak is the maximum of (2*PEAK_T+1) frames x (2*PEAK_F+1) bins around it
+BG_T, BG_F = 9, 41  # whitening: level minus its mean over this neighbourhood
+REF_DENSITY, QUERY_DENSITY = 10, 24  # peaks kept per second of audio
+REF_FANOUT, QUERY_FANOUT = 3, 6  # pairs per anchor peak
+DT_MAX = 63  # frames (2 s): target zone length
+DF_MAX = 63  # bins (490 Hz): target zone half height
+F1_STEPS_PER_OCTAVE = 24
+F1_LEVELS = 128
+SILENCE_POWER = 1e-9  # |X|^2 of a Hann-windowed frame below which nothing is a peak (digital silence)
+FP_VERSION = "landmark-v1"
+PARAMS = {"version": FP_VERSION, "sr": SAMPLE_RATE, "n_fft": N_FFT, "hop": HOP, "density": REF_DENSITY,
+          "fanout": REF_FANOUT, "band_hz": [F_MIN_HZ, F_MAX_HZ]}  # fmt: skip
+SPEEDS = tuple(round(1.0 + 0.005 * k, 4) for k in range(-8, 9))  # speed hypotheses, query relative to reference
+
+
+@dataclass
+class Peaks:
+    """Spectral peaks: ``t`` (n,) frames and ``f`` (n,) FFT bins, both float (sub-frame, sub-bin),
+    sorted by time; ``score`` (n,) whitened level."""
+
+    t: np.ndarray
+    f: np.ndarray
+    score: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.t.shape[0])
+
+    @staticmethod
+    def concat(parts: list[Peaks]) -> Peaks:
+        if not parts:
+            return Peaks(np.zeros(0, np.float32), np.zeros(0, np.float32), np.zeros(0, np.float32))
+        return Peaks(*(np.concatenate([getattr(p, k) for p in parts]) for k in ("t", "f", "score")))
+
+
+@dataclass
+class Fingerprint:
+    """What the index stores for one recording: ``hashes`` (n,) uint32 and ``times`` (n,) uint32 anchor
+    frames; ``duration_s`` of the audio."""
+
+    hashes: np.ndarray
+    times: np.ndarray
+    duration_s: float = 0.0
+
+
+def log_spectrogram(*, y: np.ndarray) -> np.ndarray:
+    """Log power (natural log) of ``y`` (n,) float32 at :data:`SAMPLE_RATE`, frames x bins
+    (LO_BIN..HI_BIN): frame k covers samples [k*HOP, k*HOP + N_FFT)."""
+    n = y.shape[0]
+    if n < N_FFT:
+        y = np.pad(y, (0, N_FFT - n))
+    frames = np.lib.stride_tricks.sliding_window_view(y, N_FFT)[::HOP]
+    spec = np.fft.rfft(frames * _hann(), axis=1)[:, LO_BIN:HI_BIN]
+    power = spec.real**2 + spec.imag**2
+    return np.log(np.maximum(power, SILENCE_POWER * 1e-3)).astype(np.float32)
+
+
+_HANN: list[np.ndarray] = []
+
+
+def _hann() -> np.ndarray:
+    if not _HANN:
+        _HANN.append(np.hanning(N_FFT).astype(np.float32))
+    return _HANN[0]
+
+
+def pick_peaks(*, logspec: np.ndarray, density: int, lo: int = 0, hi: int | None = None, frame0: int = 0) -> Peaks:
+    """Prominent local maxima of ``logspec`` (frames x bins) in frames [lo, hi) (the others are context).
+
+    Kept: the ``density`` most prominent per second (31 frames, counted from ``frame0``, the global index of
+    frame 0), above digital silence. Times are global frames and bins are FFT bins, both refined by
+    parabolic interpolation.
+    """
+    hi = logspec.shape[0] if hi is None else hi
+    if hi <= lo or logspec.shape[0] == 0:
+        return Peaks.concat([])
+    local_max = ndimage.maximum_filter(logspec, size=(2 * PEAK_T + 1, 2 * PEAK_F + 1), mode="nearest")
+    background = ndimage.uniform_filter(logspec, size=(BG_T, BG_F), mode="nearest")
+    prominence = logspec - background
+    is_peak = (logspec == local_max) & (logspec > math.log(SILENCE_POWER)) & (prominence > 0)
+    is_peak[:lo] = False
+    is_peak[hi:] = False
+    is_peak[:, 0] = is_peak[:, -1] = False
+    ti, fi = np.nonzero(is_peak)
+    if ti.size == 0:
+        return Peaks.concat([])
+    score = prominence[ti, fi]
+    sec = (ti + frame0) // 31
+    order = np.lexsort((-score, sec))
+    ti, fi, score, sec = ti[order], fi[order], score[order], sec[order]
+    first = np.searchsorted(sec, sec, side="left")
+    keep = (np.arange(sec.size) - first) < density
+    ti, fi, score = ti[keep], fi[keep], score[keep]
+    t = ti.astype(np.float32) + _parabola(logspec, ti, fi, axis=0)
+    f = fi.astype(np.float32) + _parabola(logspec, ti, fi, axis=1) + LO_BIN
+    order = np.argsort(t, kind="stable")
+    return Peaks(t[order] + frame0, f[order], score[order])
+
+
+def _parabola(s: np.ndarray, ti: np.ndarray, fi: np.ndarray, *, axis: int) -> np.ndarray:
+    """Sub-sample offset (-0.5..0.5) of the vertex of a parabola through each peak and its neighbours."""
+    n = s.shape[axis]
+    if axis == 0:
+        a, c = s[np.maximum(ti - 1, 0), fi], s[np.minimum(ti + 1, n - 1), fi]
+    else:
+        a, c = s[ti, np.maximum(fi - 1, 0)], s[ti, np.minimum(fi + 1, n - 1)]
+    b = s[ti, fi]
+    den = a - 2 * b + c
+    with np.errstate(divide="ignore", invalid="ignore"):
+        d = np.where(den < -1e-6, 0.5 * (a - c) / den, 0.0)
+    return np.clip(d, -0.5, 0.5).astype(np.float32)
+
+
+def peaks_of(*, y: np.ndarray, density: int | None = None) -> Peaks:
+    """All peaks of a whole (short) signal ``y`` (n,) float32 at :data:`SAMPLE_RATE` (``density`` per
+    second; default :data:`QUERY_DENSITY`)."""
+    return pick_peaks(logspec=log_spectrogram(y=y), density=QUERY_DENSITY if density is None else density)
+
+
+def pairs(*, peaks: Peaks, fanout: int) -> tuple[np.ndarray, np.ndarray]:
+    """(anchor index (m,), target index (m,)) into ``peaks``: for each anchor its first ``fanout`` later
+    peaks within DT_MAX frames and +/- DF_MAX bins."""
+    n = len(peaks)
+    if n < 2:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    look = min(n - 1, 8 * fanout)
+    i = np.arange(n)[:, None]
+    j = i + np.arange(1, look + 1)[None, :]
+    valid = j < n
+    jc = np.minimum(j, n - 1)
+    dt = peaks.t[jc] - peaks.t[i]
+    df = peaks.f[jc] - peaks.f[i]
+    valid &= (dt >= 0.5) & (dt < DT_MAX - 0.5) & (np.abs(df) < DF_MAX - 0.5)
+    valid &= np.cumsum(valid, axis=1) <= fanout
+    a, k = np.nonzero(valid)
+    return a, jc[a, k]
+
+
+def _f1_level(f_bins: np.ndarray) -> np.ndarray:
+    """Continuous log-frequency level of FFT bins (0 at F_MIN_HZ, F1_STEPS_PER_OCTAVE per octave)."""
+    return np.log2(np.maximum(f_bins * BIN_HZ, 1.0) / F_MIN_HZ) * F1_STEPS_PER_OCTAVE
+
+
+def pack(*, f1: np.ndarray, df: np.ndarray, dt: np.ndarray) -> np.ndarray:
+    """Hash (uint32) of quantised (f1 level 0..127, df -63..63 bins, dt 1..63 frames): 7 + 7 + 6 bits."""
+    f1 = np.clip(f1, 0, F1_LEVELS - 1).astype(np.uint32)
+    return (f1 << 13) | ((df + 64).astype(np.uint32) << 6) | dt.astype(np.uint32)
+
+
+def unpack(h: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(f1 level, df bins, dt frames) of hashes made by :func:`pack` (all int64)."""
+    h = h.astype(np.int64)
+    return h >> 13, ((h >> 6) & 127) - 64, h & 63
+
+
+def reference_hashes(*, peaks: Peaks) -> tuple[np.ndarray, np.ndarray]:
+    """(hashes (m,) uint32, anchor frames (m,) uint32) stored for a recording's (sparse) peaks."""
+    a, b = pairs(peaks=peaks, fanout=REF_FANOUT)
+    f1 = np.rint(_f1_level(peaks.f[a])).astype(np.int64)
+    df = np.rint(peaks.f[b] - peaks.f[a]).astype(np.int64)
+    dt = np.rint(peaks.t[b] - peaks.t[a]).astype(np.int64)
+    ok = (dt >= 1) & (dt <= DT_MAX) & (np.abs(df) <= DF_MAX)
+    times = np.maximum(np.rint(peaks.t[a]), 0).astype(np.uint32)
+    return pack(f1=f1[ok], df=df[ok], dt=dt[ok]), times[ok]
+
+
+def fingerprint(*, y: np.ndarray) -> Fingerprint:
+    """The stored fingerprint of a whole signal ``y`` (n,) float32 at :data:`SAMPLE_RATE`."""
+    acc = FingerprintAccumulator()
+    acc.push(y)
+    return acc.result()
+
+
+class FingerprintAccumulator:
+    """Streaming :func:`fingerprint`: push consecutive blocks at :data:`SAMPLE_RATE`, bounded memory.
+
+    Spectrogram frames are computed on the global hop grid and peaks picked over regions of
+    :data:`REGION` frames with enough context on both sides that the result equals the whole-signal one.
+    Only the peaks (~10 a second: 1 MB for 3 hours) are kept until :meth:`result`.
+    """
+
+    REGION = 31 * 32  # frames (~32 s) per peak-picking region
+    CONTEXT = max(PEAK_T, BG_T) + 2
+
+    def __init__(self) -> None:
+        self.samples = np.zeros(0, np.float32)
+        self.sample0 = 0  # global index of samples[0] (a multiple of HOP)
+        self.spec: list[np.ndarray] = []  # frames computed and not yet consumed
+        self.spec0 = 0  # global frame index of the first row of self.spec
+        self.done = 0  # global frames before this have been peak-picked
+        self.peaks: list[Peaks] = []
+        self.n = 0
+
+    def push(self, y: np.ndarray) -> None:
+        """Add samples ``y`` (n,) float32 at :data:`SAMPLE_RATE`."""
+        self.n += y.shape[0]
+        self.samples = np.concatenate([self.samples, y.astype(np.float32, copy=False)])
+        n_frames = (self.samples.shape[0] - N_FFT) // HOP + 1 if self.samples.shape[0] >= N_FFT else 0
+        if n_frames > 0:
+            self.spec.append(log_spectrogram(y=self.samples[: (n_frames - 1) * HOP + N_FFT]))
+            self.samples = self.samples[n_frames * HOP :]
+            self.sample0 += n_frames * HOP
+        self._pick(final=False)
+
+    def _frames(self) -> np.ndarray:
+        if len(self.spec) > 1:
+            self.spec = [np.concatenate(self.spec)]
+        return self.spec[0] if self.spec else np.zeros((0, HI_BIN - LO_BIN), np.float32)
+
+    def _pick(self, *, final: bool) -> None:
+        spec = self._frames()
+        end = self.spec0 + spec.shape[0]  # global frame after the last computed
+        while end - self.done >= self.REGION + self.CONTEXT or (final and end > self.done):
+            hi = min(self.done + self.REGION, end)
+            lo_ctx = max(self.spec0, self.done - self.CONTEXT)
+            hi_ctx = min(end, hi + self.CONTEXT)
+            view = spec[lo_ctx - self.spec0 : hi_ctx - self.spec0]
+            self.peaks.append(
+                pick_peaks(logspec=view, density=REF_DENSITY, lo=self.done - lo_ctx, hi=hi - lo_ctx, frame0=lo_ctx)
+            )
+            self.done = hi
+        keep_from = max(self.spec0, self.done - self.CONTEXT)
+        if keep_from > self.spec0:
+            self.spec = [spec[keep_from - self.spec0 :]]
+            self.spec0 = keep_from
+
+    def result(self) -> Fingerprint:
+        """The fingerprint of everything pushed (the last partial frame is zero-padded)."""
+        if self.samples.shape[0] > 0 and (self.samples.shape[0] >= HOP // 2 or self.n < N_FFT):
+            tail = np.pad(self.samples, (0, N_FFT - min(self.samples.shape[0], N_FFT)))
+            self.spec.append(log_spectrogram(y=tail[:N_FFT]))
+            self.samples = np.zeros(0, np.float32)
+        self._pick(final=True)
+        hashes, times = reference_hashes(peaks=Peaks.concat(self.peaks))
+        return Fingerprint(hashes, times, self.n / SAMPLE_RATE)
+
+
+@dataclass
+class QueryHashes:
+    """The hashes a query looks up under one speed hypothesis: ``hashes`` (m,) uint32, ``t`` (m,)
+    float anchor frames (already in reference time), ``pair`` (m,) which query pair each came from."""
+
+    speed: float
+    hashes: np.ndarray
+    t: np.ndarray
+    pair: np.ndarray
+
+
+PROBE_MARGIN = 0.25  # also probe the neighbouring cell when a value is this close to a rounding boundary
+
+
+def query_hashes(*, peaks: Peaks, speed: float) -> QueryHashes:
+    """Hashes of the query's pairs as the reference would have them if the query were ``speed`` x the
+    reference (frequencies x speed, durations / speed), with multi-probe near quantisation boundaries."""
+    a, b = pairs(peaks=peaks, fanout=QUERY_FANOUT)
+    # the reference saw frequencies f/speed and durations dt*speed
+    comps = [
+        _f1_level(peaks.f[a] / speed),
+        (peaks.f[b] - peaks.f[a]) / speed,
+        (peaks.t[b] - peaks.t[a]) * speed,
+    ]
+    rounded = [np.rint(c) for c in comps]
+    alts = [np.where(c > r, r + 1, r - 1) for c, r in zip(comps, rounded, strict=True)]
+    near = [np.abs(np.abs(c - r) - 0.5) < PROBE_MARGIN for c, r in zip(comps, rounded, strict=True)]
+    t_ref = peaks.t[a] * speed
+    out_h, out_t, out_p = [], [], []
+    idx = np.arange(a.size)
+    for combo in range(8):
+        use = [(combo >> k) & 1 for k in range(3)]
+        mask = np.ones(a.size, bool)
+        vals = []
+        for k in range(3):
+            if use[k]:
+                mask &= near[k]
+                vals.append(alts[k])
+            else:
+                vals.append(rounded[k])
+        f1, df, dt = (v[mask].astype(np.int64) for v in vals)
+        ok = (dt >= 1) & (dt <= DT_MAX) & (np.abs(df) <= DF_MAX) & (f1 >= 0) & (f1 < F1_LEVELS)
+        out_h.append(pack(f1=f1[ok], df=df[ok], dt=dt[ok]))
+        out_t.append(t_ref[mask][ok])
+        out_p.append(idx[mask][ok])
+    return QueryHashes(speed, np.concatenate(out_h), np.concatenate(out_t), np.concatenate(out_p))
+
+
+@dataclass
+class Candidate:
+    """One matching recording: ``item_id``, ``score`` (aligned query pairs), ``offset_s`` (where the
+    query starts in it, seconds), ``speed`` (query speed relative to it), ``n_pairs`` (query pairs)."""
+
+    item_id: int
+    score: int
+    offset_s: float
+    speed: float
+    n_pairs: int
+    confidence: float = 0.0
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+def best_alignments(
+    *, items: np.ndarray, ref_t: np.ndarray, query_t: np.ndarray, hashes: np.ndarray, top: int = 5
+) -> list[tuple[int, int, int]]:
+    """(item id, offset frame, score) of the ``top`` best-aligned items among look-up hits.
+
+    Each hit is a reference (item, anchor frame ``ref_t``) matching a query hash ``hashes`` anchored at
+    ``query_t`` (reference time). The offset ``ref_t - query_t`` is histogrammed in 1-frame bins per item;
+    a bin's score is the number of *distinct hash values* in it and its two neighbours (tempo drift and
+    rounding): a riff repeated in both recordings (the same two notes every bar) aligns many times at
+    one offset by chance, but with one hash, so it counts once. One item appears once (its best offset).
+    """
+    if items.size == 0:
+        return []
+    off = np.rint(ref_t.astype(np.float64) - query_t).astype(np.int64) + (1 << 23)
+    off = np.clip(off, 1, (1 << 24) - 2)
+    ids, local = np.unique(items, return_inverse=True)
+    key = (local.astype(np.int64) << 24) | off
+    # one vote per (item, offset, hash value): one int64 sort when it fits (hashes are 20 bits)
+    if ids.size < (1 << 19):
+        u = np.unique((key << 20) | hashes.astype(np.int64)) >> 20
+    else:
+        order = np.lexsort((hashes, key))
+        k, h = key[order], hashes[order]
+        u = k[np.concatenate([[True], (k[1:] != k[:-1]) | (h[1:] != h[:-1])])]
+    keys, counts = np.unique(u, return_counts=True)
+    left = np.searchsorted(keys, keys - 1)
+    right = np.searchsorted(keys, keys + 1)
+    c_left = np.where((left < keys.size) & (keys[np.minimum(left, keys.size - 1)] == keys - 1),
+                      counts[np.minimum(left, keys.size - 1)], 0)  # fmt: skip
+    c_right = np.where((right < keys.size) & (keys[np.minimum(right, keys.size - 1)] == keys + 1),
+                       counts[np.minimum(right, keys.size - 1)], 0)  # fmt: skip
+    score = counts + c_left + c_right
+    order = np.argsort(-score, kind="stable")
+    out: list[tuple[int, int, int]] = []
+    seen: set[int] = set()
+    for k in order[: 50 * top]:
+        item = int(ids[keys[k] >> 24])
+        if item in seen:
+            continue
+        seen.add(item)
+        out.append((item, int(keys[k] & ((1 << 24) - 1)) - (1 << 23), int(score[k])))
+        if len(out) >= top:
+            break
+    return out
+
+
+# Confidence: a logistic over the aligned-pair count, calibrated on the identify benchmark's
+# negatives and positives (see evaluate.identify): below MIN_SCORE nothing is reported.
+MIN_SCORE = 10
+CONF_MID, CONF_SCALE = 10.0, 1.0
+
+
+def confidence(*, score: int, runner_up: int) -> float:
+    """Probability-like confidence (0..1) that the best match is right, from its aligned-pair count
+    ``score`` and the next item's (random matches reach a few pairs; the margin above them counts)."""
+    evidence = score - 0.5 * runner_up
+    return float(1.0 / (1.0 + math.exp(-(evidence - CONF_MID) / CONF_SCALE)))
+
+
+EARLY_CONFIDENCE = 0.99  # a unit-speed match this sure skips the other speed hypotheses
+
+
+def match(*, peaks: Peaks, lookup, speeds: tuple[float, ...] = SPEEDS, top: int = 5) -> list[Candidate]:
+    """Best-aligned recordings for a query's ``peaks`` (see :func:`peaks_of`), best first.
+
+    ``lookup(hashes (m,) uint32) -> (query index (k,), item id (k,), anchor frame (k,))`` is the index
+    (:meth:`soundscope.store.fingerprints.FingerprintIndex.lookup`). Unit speed is tried first: when it
+    is already sure (:data:`EARLY_CONFIDENCE`, most queries), that is the answer; otherwise every other
+    speed hypothesis is looked up in one call and each item keeps its best. ``confidence`` is set on
+    every candidate.
+    """
+    if 1.0 in speeds and len(speeds) > 1:
+        first = _match(peaks=peaks, lookup=lookup, speeds=(1.0,), top=top)
+        if first and first[0].confidence >= EARLY_CONFIDENCE:
+            return first
+    return _match(peaks=peaks, lookup=lookup, speeds=speeds, top=top)
+
+
+def _match(*, peaks: Peaks, lookup, speeds: tuple[float, ...], top: int) -> list[Candidate]:
+    qs = [query_hashes(peaks=peaks, speed=s) for s in speeds]
+    sizes = np.array([q.hashes.size for q in qs])
+    if sizes.sum() == 0:
+        return []
+    q_idx, items, ref_t = lookup(np.concatenate([q.hashes for q in qs]))
+    bounds = np.concatenate([[0], np.cumsum(sizes)])
+    which = np.searchsorted(bounds, q_idx, side="right") - 1
+    n_pairs = int(pairs(peaks=peaks, fanout=QUERY_FANOUT)[0].size)
+    best: dict[int, Candidate] = {}
+    for k, q in enumerate(qs):
+        sel = np.flatnonzero(which == k)
+        if sel.size == 0:
+            continue
+        local = q_idx[sel] - bounds[k]
+        for item, off, score in best_alignments(
+            items=items[sel], ref_t=ref_t[sel], query_t=q.t[local], hashes=q.hashes[local], top=top
+        ):
+            # between hypotheses, one far from unit speed must win clearly (neighbours share most hashes)
+            weight = score * (1.0 - 2.0 * abs(q.speed - 1.0))
+            if item not in best or weight > best[item].extra["weight"]:
+                best[item] = Candidate(item, score, off * FRAME_S, q.speed, n_pairs, extra={"weight": weight})
+    ranked = sorted(best.values(), key=lambda c: -c.score)[:top]
+    for i, c in enumerate(ranked):
+        runner = ranked[i + 1].score if i + 1 < len(ranked) else 0
+        c.confidence = confidence(score=c.score, runner_up=runner if i == 0 else ranked[0].score)
+    return ranked

@@ -1,0 +1,293 @@
+"""The fingerprint index: landmark hashes of every item, as immutable memory-mapped sorted parts.
+
+Layout of ``<data_dir>/fingerprints/``::
+
+    manifest.json        parts, the catalog it belongs to, the tombstone sequence it has applied,
+                         item ids still in parts but deleted from the catalog (``dead``)
+    <part>-h.npy         uint32 hashes, sorted
+    <part>-i.npy         uint32 item ids, aligned with the hashes
+    <part>-t.npy         uint32 anchor frames (32 ms), aligned with the hashes
+    <part>-ids.npy       uint32 distinct item ids of the part, sorted
+
+12 bytes per hash, ~30 hashes per second of audio: ~1.3 MB per audio hour, so 10^5 tracks of
+4 minutes (6,700 h) take ~9 GB. A look-up is a binary search per part (``np.searchsorted`` on a
+memory-mapped array): no table in RAM, and the cost grows with log(size) plus the hits returned.
+
+Kept beside the catalog, not in it (a table of 10^9 rows in SQLite would be larger and slower), and
+in step with it the same way the vector indexes are: the writer appends a part per batch of items;
+items deleted from the catalog are found through its tombstones (``Catalog.tombstones("items")``)
+and masked at read time until a merge purges them. More than :data:`MAX_PARTS` parts are merged
+tierwise (the smallest together). A part is written under a temporary name and the manifest replaced
+atomically, so a crash leaves the previous manifest valid; items committed to the catalog whose
+fingerprints were not yet written are reported by :meth:`FingerprintIndex.missing` and re-fingerprinted
+by the next index run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..fingerprint import PARAMS, Fingerprint
+from .catalog import Catalog
+
+MAX_PARTS = 8
+PRESENT = np.uint32(0xFFFFFFFF)  # one entry per item with this hash (no real hash has it, see fingerprint.pack):
+# an item whose audio gave no hashes (silence) is still known to be fingerprinted
+BUFFER_MAX = 2_000_000  # hashes held by the writer before a part is written
+PURGE_SHARE = 0.1  # dead hashes above this share of the index trigger a full merge
+HASH_SPACE = 1 << 20  # distinct hash values (fingerprint.pack)
+BUCKET_CAP = 8  # a look-up skips hashes stored more than this many times the average (and >= 64): the
+# commonest landmarks (low notes, short gaps) say little about which recording it is and cost the most hits
+
+
+@dataclass
+class _Part:
+    name: str
+    hashes: np.ndarray
+    items: np.ndarray
+    times: np.ndarray
+    ids: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.hashes.shape[0])
+
+
+class FingerprintIndex:
+    """Reader and (under the index lock) writer of ``<data_dir>/fingerprints``."""
+
+    def __init__(self, directory: str | os.PathLike[str], catalog: Catalog) -> None:
+        self.dir = Path(directory)
+        self.catalog = catalog
+        self._buffer: list[tuple[int, Fingerprint]] = []
+        self._buffered = 0
+        self._stamp: int | None = None
+        self._written: list[str] = []  # parts written by the flush under way
+        self._load()
+
+    # -- reading -------------------------------------------------------------------------------
+    def _manifest_path(self) -> Path:
+        return self.dir / "manifest.json"
+
+    def _load(self) -> None:
+        path = self._manifest_path()
+        try:
+            stamp = os.stat(path).st_mtime_ns
+            manifest = json.loads(path.read_text())
+        except (OSError, ValueError):
+            stamp, manifest = -1, {}
+        created = self.catalog.get_meta("created_at") or ""
+        if manifest.get("catalog") != created or manifest.get("params") != PARAMS:
+            manifest = {}  # built for another catalog or other settings: start over
+        self.manifest: dict[str, Any] = {
+            "catalog": created,
+            "params": PARAMS,
+            "parts": manifest.get("parts", []),
+            "tomb_seq": int(manifest.get("tomb_seq", 0)),
+            "dead": manifest.get("dead", []),
+        }
+        self.parts = [self._open_part(p["name"]) for p in self.manifest["parts"]]
+        self._stamp = stamp
+        self._dead_cache: tuple[int, np.ndarray] | None = None
+
+    def _open_part(self, name: str) -> _Part:
+        cols = [np.load(self.dir / f"{name}-{c}.npy", mmap_mode="r") for c in ("h", "i", "t", "ids")]
+        return _Part(name, *cols)
+
+    def refresh(self) -> None:
+        """Reopen the manifest if a writer replaced it since."""
+        try:
+            stamp = os.stat(self._manifest_path()).st_mtime_ns
+        except OSError:
+            stamp = -1
+        if stamp != self._stamp:
+            self._load()
+
+    def dead(self) -> np.ndarray:
+        """Sorted item ids still in parts but deleted from the catalog (masked out of every look-up)."""
+        seq = self.catalog.tombstone_seq()
+        if self._dead_cache is None or self._dead_cache[0] != seq:
+            since = self.catalog.tombstones("items", since=self.manifest["tomb_seq"])
+            self._dead_cache = (seq, np.union1d(np.asarray(self.manifest["dead"], np.int64), since).astype(np.int64))
+        return self._dead_cache[1]
+
+    def item_ids(self) -> np.ndarray:
+        """Sorted ids of the live items that have fingerprints (written parts and the writer's buffer)."""
+        ids = [p.ids for p in self.parts] + [np.asarray([i for i, _ in self._buffer], np.uint32)]
+        every = np.unique(np.concatenate(ids).astype(np.int64)) if ids else np.zeros(0, np.int64)
+        return np.setdiff1d(every, self.dead(), assume_unique=True)
+
+    def missing(self) -> np.ndarray:
+        """Ids of catalog items that have no fingerprint (indexed before fingerprints existed, or a crash
+        between the catalog commit and the part write)."""
+        every = np.asarray([r[0] for r in self.catalog.conn.execute("SELECT id FROM items")], np.int64)
+        return np.setdiff1d(every, self.item_ids())
+
+    def lookup(self, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every stored occurrence of each of ``hashes`` (m,) uint32: (query index (k,), item id (k,),
+        anchor frame (k,)), dead items masked out."""
+        q_idx, items, times = [], [], []
+        hashes = np.asarray(hashes, np.uint32)
+        for part in self.parts:
+            lo = np.searchsorted(part.hashes, hashes, side="left")
+            hi = np.searchsorted(part.hashes, hashes, side="right")
+            counts = hi - lo
+            counts[counts > max(64, BUCKET_CAP * len(part) // HASH_SPACE)] = 0
+            total = int(counts.sum())
+            if total == 0:
+                continue
+            which = np.repeat(np.arange(hashes.size), counts)
+            starts = np.repeat(lo - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts)
+            pos = starts + np.arange(total)
+            q_idx.append(which)
+            items.append(np.asarray(part.items[pos]))
+            times.append(np.asarray(part.times[pos]))
+        if not q_idx:
+            z = np.zeros(0, np.int64)
+            return z, z.astype(np.uint32), z.astype(np.uint32)
+        q, it, tt = np.concatenate(q_idx), np.concatenate(items), np.concatenate(times)
+        dead = self.dead()
+        if dead.size:
+            live = ~np.isin(it, dead)
+            q, it, tt = q[live], it[live], tt[live]
+        return q, it, tt
+
+    def hashes_of(self, item_id: int) -> tuple[np.ndarray, np.ndarray]:
+        """(hashes, anchor frames) stored for one item (a scan of each part holding it; for duplicates)."""
+        hs, ts = [], []
+        for part in self.parts:
+            k = np.searchsorted(part.ids, item_id)
+            if k < part.ids.size and int(part.ids[k]) == item_id:
+                sel = np.flatnonzero((np.asarray(part.items) == item_id) & (np.asarray(part.hashes) != PRESENT))
+                hs.append(np.asarray(part.hashes[sel]))
+                ts.append(np.asarray(part.times[sel]))
+        if not hs:
+            return np.zeros(0, np.uint32), np.zeros(0, np.uint32)
+        return np.concatenate(hs), np.concatenate(ts)
+
+    def all_entries(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(hashes, items, times) of every live entry, grouped by item (for batch duplicate search)."""
+        if not self.parts:
+            z = np.zeros(0, np.uint32)
+            return z, z, z
+        h = np.concatenate([np.asarray(p.hashes) for p in self.parts])
+        i = np.concatenate([np.asarray(p.items) for p in self.parts])
+        t = np.concatenate([np.asarray(p.times) for p in self.parts])
+        live = (h != PRESENT) & ~np.isin(i, self.dead())
+        h, i, t = h[live], i[live], t[live]
+        order = np.lexsort((t, i))
+        return h[order], i[order], t[order]
+
+    def stats(self) -> dict[str, Any]:
+        n = sum(len(p) - p.ids.size for p in self.parts)  # one PRESENT entry per item is not a hash
+        size = 0
+        for p in self.parts:
+            for c in ("h", "i", "t", "ids"):
+                with contextlib.suppress(OSError):
+                    size += os.path.getsize(self.dir / f"{p.name}-{c}.npy")
+        return {
+            "fingerprint_items": int(self.item_ids().size),
+            "fingerprint_hashes": int(n),
+            "fingerprint_parts": len(self.parts),
+            "fingerprint_bytes": int(size),
+        }
+
+    # -- writing (the caller holds the index lock) ------------------------------------------
+    def add(self, item_id: int, fp: Fingerprint) -> None:
+        """Queue one item's fingerprint; written as part of the next part (at :data:`BUFFER_MAX` or
+        :meth:`flush`). An item already indexed is not added twice."""
+        if any(int(p.ids[min(np.searchsorted(p.ids, item_id), p.ids.size - 1)]) == item_id
+               for p in self.parts if p.ids.size):  # fmt: skip
+            return
+        self._buffer.append((item_id, fp))
+        self._buffered += int(fp.hashes.size)
+        if self._buffered >= BUFFER_MAX:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the buffered fingerprints as a part, record new tombstones, merge when needed."""
+        self.refresh()
+        parts = list(self.parts)
+        self._written = []
+        if self._buffer:
+            h = np.concatenate([np.append(fp.hashes, PRESENT) for _, fp in self._buffer]).astype(np.uint32)
+            t = np.concatenate([np.append(fp.times, 0) for _, fp in self._buffer]).astype(np.uint32)
+            i = np.concatenate([np.full(fp.hashes.size + 1, item, np.uint32) for item, fp in self._buffer])
+            parts.append(self._write_part(h, i, t))
+        seq = self.catalog.tombstone_seq()
+        dead = self.dead()
+        present = np.unique(np.concatenate([p.ids for p in parts]).astype(np.int64)) if parts else np.zeros(0)
+        dead = np.intersect1d(dead, present)
+        parts = self._merge(parts, dead)
+        still = np.unique(np.concatenate([p.ids for p in parts]).astype(np.int64)) if parts else np.zeros(0)
+        dead = np.intersect1d(dead, still)
+        old = ({p.name for p in self.parts} | set(self._written)) - {p.name for p in parts}
+        self.manifest.update(
+            parts=[{"name": p.name, "n": len(p), "items": int(p.ids.size)} for p in parts],
+            tomb_seq=seq,
+            dead=[int(x) for x in dead],
+        )
+        self._write_manifest()
+        self.parts = parts
+        self._buffer, self._buffered = [], 0
+        self._dead_cache = None
+        for name in old:  # readers that mapped them keep their pages (POSIX)
+            for c in ("h", "i", "t", "ids"):
+                with contextlib.suppress(OSError):
+                    os.unlink(self.dir / f"{name}-{c}.npy")
+
+    def _merge(self, parts: list[_Part], dead: np.ndarray) -> list[_Part]:
+        total = sum(len(p) for p in parts)
+        dead_n = sum(int(np.isin(np.asarray(p.items), dead).sum()) for p in parts) if dead.size else 0
+        if total and dead_n > PURGE_SHARE * total:
+            return [self._combine(parts, dead)] if total > dead_n else []
+        parts = sorted(parts, key=len, reverse=True)
+        while len(parts) > MAX_PARTS:
+            k = len(parts) - MAX_PARTS + 1  # the k smallest become one
+            parts = [*parts[:-k], self._combine(parts[-k:], dead)]
+            parts.sort(key=len, reverse=True)
+        return parts
+
+    def _combine(self, parts: list[_Part], dead: np.ndarray) -> _Part:
+        h = np.concatenate([np.asarray(p.hashes) for p in parts])
+        i = np.concatenate([np.asarray(p.items) for p in parts])
+        t = np.concatenate([np.asarray(p.times) for p in parts])
+        if dead.size:
+            live = ~np.isin(i, dead)
+            h, i, t = h[live], i[live], t[live]
+        return self._write_part(h, i, t, presorted=False)
+
+    def _write_part(self, h: np.ndarray, i: np.ndarray, t: np.ndarray, *, presorted: bool = False) -> _Part:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        if not presorted:
+            order = np.lexsort((t, i, h))
+            h, i, t = h[order], i[order], t[order]
+        name = f"p{time.time_ns():x}-{uuid.uuid4().hex[:6]}"
+        self._written.append(name)
+        ids = np.unique(i).astype(np.uint32)
+        for c, arr in (("h", h), ("i", i), ("t", t), ("ids", ids)):
+            tmp = self.dir / f".{name}-{c}.npy.tmp"
+            with open(tmp, "wb") as f:
+                np.save(f, np.ascontiguousarray(arr, dtype=np.uint32))
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.dir / f"{name}-{c}.npy")
+        return self._open_part(name)
+
+    def _write_manifest(self) -> None:
+        tmp = self.dir / ".manifest.json.tmp"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "w") as f:
+            json.dump(self.manifest, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self._manifest_path())
+        self._stamp = os.stat(self._manifest_path()).st_mtime_ns

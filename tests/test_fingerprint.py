@@ -1,0 +1,228 @@
+"""Fingerprints (issue 13): extractor and index units on synthetic signals; identify and duplicates on
+real music through the real ingest path."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import shared, write_audio
+from scipy.signal import resample_poly
+
+from soundscope import decode, identify
+from soundscope import fingerprint as fp
+from soundscope.store import Store
+
+SR = fp.SAMPLE_RATE
+
+
+def synthetic_music(seconds: float, seed: int) -> np.ndarray:
+    """Random notes (3 partials each, 0.1-0.4 s long, overlapping) at 16 kHz: peaky like music."""
+    rng = np.random.default_rng(seed)
+    y = np.zeros(int(seconds * SR), np.float32)
+    t = 0.0
+    while t < seconds - 0.5:
+        length = rng.uniform(0.1, 0.4)
+        f0 = 110 * 2 ** (rng.integers(0, 36) / 12)
+        n = int(length * SR)
+        tt = np.arange(n) / SR
+        env = np.exp(-3 * tt / length).astype(np.float32)
+        note = sum(np.sin(2 * np.pi * f0 * k * tt) / k for k in (1, 2, 3)) * env
+        start = int(t * SR)
+        y[start : start + n] += 0.2 * note[: y.size - start]
+        t += rng.uniform(0.05, 0.25)
+    return y
+
+
+def _item(k: int, path: str, duration: float) -> dict:
+    return {"path": path, "root": "/", "size": 1, "mtime": 0.0, "content_hash": f"h{k}", "duration_s": duration,
+            "sample_rate": SR, "channels": 1, "codec": "", "tags": {}, "features": {}, "kind": "music",
+            "description": "", "indexed_at": 0.0}  # fmt: skip
+
+
+@pytest.fixture
+def synthetic_store(tmp_path):
+    """A store with 4 synthetic 60 s recordings fingerprinted (no models)."""
+    store = Store(tmp_path / "lib")
+    signals = {}
+    for k in range(4):
+        y = synthetic_music(60, seed=k)
+        item_id, _ = store.catalog.put_item(_item(k, f"/synthetic/{k}.wav", 60.0), [], [])
+        store.fingerprints().add(item_id, fp.fingerprint(y=y))
+        signals[item_id] = y
+    store.flush()
+    yield store, signals
+    store.close()
+
+
+def test_streaming_fingerprint_equals_whole_signal():
+    y = synthetic_music(75, seed=7)
+    acc = fp.FingerprintAccumulator()
+    for i in range(0, y.size, 12345):  # odd block sizes: not multiples of the hop
+        acc.push(y[i : i + 12345])
+    streamed, whole = acc.result(), fp.fingerprint(y=y)
+    assert streamed.hashes.size > 20 * 75  # ~30 hashes a second
+    order_s, order_w = np.lexsort((streamed.hashes, streamed.times)), np.lexsort((whole.hashes, whole.times))
+    assert np.array_equal(streamed.hashes[order_s], whole.hashes[order_w])
+    assert np.array_equal(streamed.times[order_s], whole.times[order_w])
+
+
+def test_hash_packing_round_trips():
+    f1, df, dt = np.array([0, 127, 64]), np.array([-63, 63, 0]), np.array([1, 63, 17])
+    got = fp.unpack(fp.pack(f1=f1, df=df, dt=dt))
+    assert all(np.array_equal(a, b) for a, b in zip(got, (f1, df, dt), strict=True))
+
+
+def test_identify_noisy_and_sped_up_excerpts_with_offsets(synthetic_store):
+    store, signals = synthetic_store
+    rng = np.random.default_rng(0)
+    y = signals[3]
+    clip = y[SR * 21 : SR * 26].copy()
+    noisy = clip + rng.standard_normal(clip.size).astype(np.float32) * np.sqrt(np.mean(clip**2))  # 0 dB white
+    hits = identify.identify_array(store, noisy)
+    assert hits and hits[0].item_id == 3 and abs(hits[0].offset_s - 21.0) < 0.5
+    fast = resample_poly(y[SR * 30 : SR * 36], 100, 103).astype(np.float32)[: SR * 5]  # 3 % faster and higher
+    hits = identify.identify_array(store, fast)
+    assert hits and hits[0].item_id == 3 and abs(hits[0].offset_s - 30.0) < 0.5 and abs(hits[0].speed - 1.03) < 0.01
+    other = synthetic_music(5, seed=99)  # never indexed
+    assert identify.identify_array(store, other) == []
+    assert identify.identify_array(store, np.zeros(SR * 5, np.float32)) == []  # silence: no peaks, no match
+
+
+def test_index_masks_tombstoned_items_then_purges_and_never_duplicates(synthetic_store):
+    store, signals = synthetic_store
+    index = store.fingerprints()
+    n_before = index.stats()["fingerprint_hashes"]
+    index.add(2, fp.fingerprint(y=signals[2]))  # already indexed: ignored
+    store.flush()
+    assert index.stats()["fingerprint_hashes"] == n_before
+    clip = signals[2][SR * 10 : SR * 15]
+    assert identify.identify_array(store, clip)[0].item_id == 2
+    store.catalog.delete_items([2])
+    assert 2 in store.fingerprints().dead() and 2 not in store.fingerprints().item_ids()
+    assert all(h.item_id != 2 for h in identify.identify_array(store, clip))  # masked before any flush
+    store.flush()  # a quarter of the hashes are dead: purged
+    stats = store.fingerprints().stats()
+    assert stats["fingerprint_items"] == 3 and stats["fingerprint_hashes"] < 0.85 * n_before
+    assert store.fingerprints().manifest["dead"] == []
+    reopened = Store(store.data_dir)  # what another process sees
+    assert reopened.fingerprints().stats() == stats
+    assert identify.identify_array(reopened, signals[1][SR * 40 : SR * 45])[0].item_id == 1
+    reopened.close()
+
+
+def test_parts_merge_tierwise(tmp_path, monkeypatch):
+    from soundscope.store import fingerprints as fps
+
+    monkeypatch.setattr(fps, "MAX_PARTS", 3)
+    store = Store(tmp_path / "lib")
+    for k in range(6):
+        item_id, _ = store.catalog.put_item(_item(k, f"/s/{k}.wav", 20.0), [], [])
+        store.fingerprints().add(item_id, fp.fingerprint(y=synthetic_music(20, seed=k)))
+        store.flush()  # one part per item
+    stats = store.fingerprints().stats()
+    assert stats["fingerprint_parts"] <= 3 and stats["fingerprint_items"] == 6
+    assert len(list((tmp_path / "lib" / "fingerprints").glob("*-h.npy"))) == stats["fingerprint_parts"]
+    store.close()
+
+
+# -- real music through the real pipeline -------------------------------------------------------
+def _mix_noise(y: np.ndarray, snr_db: float, seed: int) -> np.ndarray:
+    z = np.random.default_rng(seed).standard_normal(y.size).astype(np.float32)
+    return y + z * np.sqrt(np.mean(y**2) / np.mean(z**2) / 10 ** (snr_db / 10))
+
+
+def test_identify_real_excerpts_in_the_demo_library(demo_lib, tmp_path):
+    """A noisy MP3 excerpt of a demo track is found at its offset; music not in the library is no match."""
+    src = shared("librosa", "Kevin_MacLeod_-_Vibe_Ace.ogg")
+    y = decode.load(src, sample_rate=SR, max_duration_s=600)
+    clip = write_audio(tmp_path / "clip.mp3", _mix_noise(y[SR * 33 : SR * 38], 5, 0), SR)
+    hits = demo_lib.identify(clip)
+    assert hits and Path(hits[0]["path"]).name == src.name
+    assert abs(hits[0]["offset_s"] - 33.0) < 0.5 and hits[0]["confidence"] >= 0.9
+    negative = decode.load(shared("librosa", "Karissa_Hobbs_-_Lets_Go_Fishin.ogg"), sample_rate=SR, max_duration_s=600)
+    assert demo_lib.identify(negative[SR * 20 : SR * 30]) == []
+    assert demo_lib.stats()["fingerprint_hashes"] > 0
+
+
+def test_duplicates_reencodings_excerpts_and_deletion(tmp_path, yamnet_model):
+    """Re-encoded (MP3) and excerpted copies group with their original; deleting one updates the index."""
+    from soundscope.api import Library
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    original = shared("librosa", "442789__lena-orsa__happy-music-pistachio-ice-cream-ragtime.ogg")
+    shutil.copy(original, corpus / "pistachio.ogg")
+    shutil.copy(shared("librosa", "Kevin_MacLeod_-_Vibe_Ace.ogg"), corpus / "vibe_ace.ogg")
+    y = decode.load(original, sample_rate=SR, max_duration_s=600)
+    write_audio(corpus / "pistachio_copy.mp3", y, SR)
+    write_audio(corpus / "pistachio_excerpt.flac", y[SR * 20 : SR * 45], SR)
+    lib = Library(tmp_path / "lib", analyzers=[yamnet_model], music_analyzers=[], asr_model="none")
+    assert lib.index([corpus]).failed == 0
+    groups = lib.duplicates()
+    assert len(groups) == 1
+    members = {Path(m["path"]).name: m for m in groups[0]["items"]}
+    assert set(members) == {"pistachio.ogg", "pistachio_copy.mp3", "pistachio_excerpt.flac"}
+    assert members["pistachio_excerpt.flac"]["relation"] == "excerpt"
+    assert abs(members["pistachio_excerpt.flac"]["offset_s"] - 20.0) < 0.5
+    assert members["pistachio_copy.mp3"]["relation"] == "re-encoding"
+    _check_interfaces(lib, y, tmp_path)
+    hashes = lib.stats()["fingerprint_hashes"]
+    assert lib.index([corpus]).unchanged == 4 and lib.stats()["fingerprint_hashes"] == hashes  # no duplicates
+    (corpus / "pistachio_copy.mp3").unlink()
+    assert lib.index([corpus]).removed == 1
+    groups = lib.duplicates()
+    assert {Path(m["path"]).name for m in groups[0]["items"]} == {"pistachio.ogg", "pistachio_excerpt.flac"}
+    assert lib.stats()["fingerprint_items"] == 3
+    lib.close()
+    shutil.rmtree(tmp_path / "lib" / "fingerprints")  # a library indexed before fingerprints (or a lost part)
+    lib = Library(tmp_path / "lib", analyzers=[yamnet_model], music_analyzers=[], asr_model="none")
+    report = lib.index([corpus])
+    assert report.unchanged == 3 and lib.stats()["fingerprint_items"] == 3  # backfilled, nothing re-analysed
+    assert len(lib.duplicates()[0]["items"]) == 2
+    lib.close()
+
+
+def test_silent_item_is_fingerprinted_once(tmp_path):
+    store = Store(tmp_path / "lib")
+    item_id, _ = store.catalog.put_item(_item(0, "/s/silence.wav", 10.0), [], [])
+    store.fingerprints().add(item_id, fp.fingerprint(y=np.zeros(SR * 10, np.float32)))
+    store.flush()
+    assert store.fingerprints().missing().size == 0 and store.fingerprints().stats()["fingerprint_hashes"] == 0
+    store.close()
+
+
+def _check_interfaces(lib, y: np.ndarray, tmp_path: Path) -> None:
+    """The same identification through the CLI, the HTTP API and a live stream read from a file object."""
+    import contextlib
+    import io
+    import json
+
+    from fastapi.testclient import TestClient
+
+    from soundscope import cli, server
+
+    clip = write_audio(tmp_path / "phone.wav", _mix_noise(y[SR * 50 : SR * 60], 3, 1), SR)
+    whole = {"pistachio.ogg", "pistachio_copy.mp3"}  # the two full copies hold 0:50
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert cli.main(["identify", str(clip), "--data-dir", str(lib.data_dir), "--json"]) == 0
+    match = json.loads(buf.getvalue())["matches"][0]
+    assert Path(match["path"]).name in whole and match["offset"].startswith("0:50")
+    with TestClient(server.create_app(lib, warm=False)) as client:
+        r = client.post("/api/identify", content=clip.read_bytes())
+        assert r.status_code == 200, r.text
+        assert Path(r.json()["matches"][0]["path"]).name in whole
+        assert client.post("/api/identify", content=b"not audio at all" * 10).status_code == 415
+        groups = client.get("/api/duplicates").json()["groups"]
+        assert len(groups) == 1 and len(groups[0]["items"]) == 3
+        excerpt = next(m for m in groups[0]["items"] if m["path"].endswith("pistachio_excerpt.flac"))
+        r = client.get(f"/api/identify/{excerpt['id']}").json()
+        assert Path(r["matches"][0]["path"]).name in whole and abs(r["matches"][0]["offset_s"] - 20.0) < 0.5
+        assert client.get("/api/identify/999999").status_code == 404
+    with open(clip, "rb") as f:
+        events = list(lib.identify_stream(f))
+    assert events and Path(events[0]["path"]).name in whole and events[0]["at_s"] <= 3.0
+    assert abs(events[0]["offset_s"] - (50 + events[0]["at_s"])) < 0.6  # where the stream is now
