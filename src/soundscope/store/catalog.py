@@ -808,29 +808,20 @@ class Catalog:
 
     def item_scores_many(self, ids: Iterable[int], space: str) -> tuple[np.ndarray, np.ndarray]:
         """(item ids (m,), item-level label scores (m, n_labels)) of ``space`` for the given ids (chunked)."""
-        ids = list(ids)
-        got, rows = [], []
-        for i in range(0, len(ids), 500):
-            part = ids[i : i + 500]
-            for item_id, blob in self.conn.execute(
-                f"SELECT item_id, scores FROM item_data WHERE space=? AND scores IS NOT NULL "
-                f"AND item_id IN ({','.join('?' * len(part))})",
-                (space, *part),
-            ):
-                got.append(item_id)
-                rows.append(from_blob(blob))
-        if not got:
-            return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
-        return np.asarray(got, np.int64), np.stack(rows)
+        return self._item_rows(ids, space, "scores")
 
     def item_vectors(self, ids: Iterable[int], space: str) -> tuple[np.ndarray, np.ndarray]:
         """(item ids (m,), item-level embeddings (m, d)) of ``space`` for the given item ids (chunked)."""
+        return self._item_rows(ids, space, "embedding")
+
+    def _item_rows(self, ids: Iterable[int], space: str, column: str) -> tuple[np.ndarray, np.ndarray]:
+        assert column in ("scores", "embedding")
         ids = list(ids)
         got, rows = [], []
         for i in range(0, len(ids), 500):
             part = ids[i : i + 500]
             for item_id, blob in self.conn.execute(
-                f"SELECT item_id, embedding FROM item_data WHERE space=? AND embedding IS NOT NULL "
+                f"SELECT item_id, {column} FROM item_data WHERE space=? AND {column} IS NOT NULL "
                 f"AND item_id IN ({','.join('?' * len(part))})",
                 (space, *part),
             ):
