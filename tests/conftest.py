@@ -41,12 +41,12 @@ def in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 
 
-def skip_unless_ci(reason: str) -> None:
+def skip_unless_ci(reason: str, *, module: bool = False) -> None:
     """Skip with ``reason`` on a developer machine without the extra; under CI fail instead, since
     scripts/test.sh installs every extra and a skipped backend there would hide a regression."""
     if in_ci():
         pytest.fail(f"{reason} (CI={os.environ.get('CI')}: required here, not skipped)", pytrace=False)
-    pytest.skip(reason)
+    pytest.skip(reason, allow_module_level=module)
 
 
 def shared(*parts: str) -> Path:
@@ -147,3 +147,11 @@ def small_corpus(tmp_path):
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(DEMO / rel, dst)
     return root
+
+
+def demo_copies(dest: Path, sources: list[Path]) -> Path:
+    """A corpus folder ``dest`` holding copies of demo ``sources``, named <class>-<file> (unique)."""
+    dest.mkdir()
+    for src in sources:
+        shutil.copy(src, dest / f"{src.parent.name}-{src.name}")
+    return dest

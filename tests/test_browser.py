@@ -19,11 +19,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import skip_unless_ci
+
 CHROMIUM = os.environ.get("SOUNDSCOPE_CHROMIUM", "/usr/bin/chromium")
 if not os.path.exists(CHROMIUM):
-    pytest.skip(f"browser tests need Chromium at {CHROMIUM} (apt-get install chromium)", allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api", reason="browser tests need Playwright (pip install playwright)")
-uvicorn = pytest.importorskip("uvicorn", reason="browser tests need uvicorn")
+    skip_unless_ci(f"browser tests need Chromium at {CHROMIUM} (apt-get install chromium)", module=True)
+sync_api = pytest.importorskip("playwright.sync_api", reason="browser tests need Playwright (the dev extra)")
+uvicorn = pytest.importorskip("uvicorn", reason="browser tests need uvicorn (the dev extra)")
 
 from soundscope.api import Library  # noqa: E402
 from soundscope.server import create_app  # noqa: E402

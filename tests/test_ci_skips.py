@@ -43,3 +43,14 @@ def test_the_milvus_and_ray_fixtures_use_it():
     for name in ("test_milvus.py", "test_ray.py"):
         text = (ROOT / "tests" / name).read_text()
         assert "skip_unless_ci(" in text and "pytest.skip(" not in text and "importorskip" not in text, name
+
+
+def test_the_system_tools_setup_installs_are_required_in_ci():
+    """scripts/setup.sh apt-installs Chromium, FluidSynth and espeak-ng; their tests may not skip under CI."""
+    setup = (ROOT / "scripts" / "setup.sh").read_text()
+    for name, tool in [("test_browser.py", "chromium"), ("test_tempo_rendered.py", "fluidsynth"),
+                       ("test_transcribe.py", "espeak-ng")]:  # fmt: skip
+        assert tool in setup, tool
+        text = (ROOT / "tests" / name).read_text()
+        lines = [ln for ln in text.splitlines() if tool.split("-")[0] in ln.lower() and "pytest.skip(" in ln]
+        assert "skip_unless_ci(" in text and not lines, (name, lines)

@@ -5,25 +5,20 @@ data file and its sidecar), each followed by the script's full verification and 
 from __future__ import annotations
 
 import random
-import shutil
 import sys
 from pathlib import Path
 
 import pytest
 
 from scripts.kill_test import Victim, index_cmd, kill_once, verify
-from tests.conftest import DEMO
+from tests.conftest import DEMO, demo_copies
 
 SOUNDS = sorted((DEMO / "sounds").glob("*/*.ogg"))[:10]
 
 
 @pytest.fixture
 def corpus(tmp_path: Path) -> Path:
-    root = tmp_path / "corpus"
-    root.mkdir()
-    for src in SOUNDS:
-        shutil.copy(src, root / f"{src.parent.name}-{src.name}")
-    return root
+    return demo_copies(tmp_path / "corpus", SOUNDS)
 
 
 def _files(corpus: Path) -> set[str]:

@@ -155,8 +155,8 @@ def test_label_phrasings_cover_every_model_label():
         p = phr.get(label)
         assert p, label
         assert p[0] == label
-        zh = [x for x in p if query._HAS_CJK.search(x)]
-        en = [x for x in p if not query._HAS_CJK.search(x)]
+        zh = [x for x in p if query.HAS_CJK.search(x)]
+        en = [x for x in p if not query.HAS_CJK.search(x)]
         assert 1 <= len(zh) <= 3, (label, p)
         assert 1 <= len(en) <= 3, (label, p)
     assert "dog barking" in phr["Bark"]
@@ -165,7 +165,7 @@ def test_label_phrasings_cover_every_model_label():
 
 
 def test_curated_vocabulary_is_large_and_covers_the_basics():
-    v = query._vocab()
+    v = query.vocabulary()
     curated = [k for k, e in v.zh.items() if e.section != "label"]
     assert len(curated) >= 400
     for zh, en in [
@@ -191,7 +191,7 @@ def test_curated_vocabulary_is_large_and_covers_the_basics():
 
 
 def test_cedict_fallback_for_a_word_outside_the_vocabulary():
-    assert "啄木鸟" not in query._vocab().zh
+    assert "啄木鸟" not in query.vocabulary().zh
     assert query.cedict_gloss("啄木鸟") == "woodpecker"
     p = parse("啄木鸟的声音")
     assert p.include == ["woodpecker"]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import sqlite3
 import subprocess
 import sys
@@ -19,7 +18,7 @@ import pytest
 
 from soundscope.api import Library
 from soundscope.check import check
-from tests.conftest import DEMO
+from tests.conftest import DEMO, demo_copies
 
 SOUNDS = [sorted(d.glob("*.ogg"))[0] for d in sorted((DEMO / "sounds").iterdir()) if d.is_dir()][:8]  # 5 s each
 FULL = "no space left on the disk holding {data}: indexing stopped"
@@ -54,11 +53,7 @@ def _index(corpus: Path, data: Path) -> subprocess.CompletedProcess:
 
 @pytest.fixture
 def corpus(tmp_path: Path) -> Path:
-    root = tmp_path / "corpus"
-    root.mkdir()
-    for src in SOUNDS:
-        shutil.copy(src, root / f"{src.parent.name}-{src.name}")
-    return root
+    return demo_copies(tmp_path / "corpus", SOUNDS)
 
 
 def _catalog_ok(data: Path) -> int:

@@ -192,3 +192,59 @@ def test_vector_backend_and_onnxruntime_load_in_either_order():
         code = f"import {first}, {second}; print('ok')"
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
         assert out.returncode == 0 and out.stdout.strip() == "ok", (first, second, out.stderr[-500:])
+
+
+ONTOLOGY_LABELS = ["Animal", "Domestic animals, pets", "Dog", "Bark", "Cat", "Meow", "Music", "Speech"]
+
+
+def test_label_entries_and_impact_lists_rank_exactly(tmp_path, monkeypatch):
+    """A label entry scores as its ontology subtree's best label (one closure row per part), and the
+    impact-list ranker returns the same best k as scoring every item, under masks, on persisted parts
+    plus the delta, with lists shallow enough that some queries need the threshold rule to deepen."""
+    from soundscope.store import columns, entries
+    from soundscope.store.entries import Term, entry_map
+
+    monkeypatch.setattr(columns, "FLUSH_MIN", 50)
+    monkeypatch.setattr(entries, "LIST_DEPTH", 24)
+    monkeypatch.setattr(columns, "LIST_STEPS", (6, 24))
+    store = Store(tmp_path / "data")
+    cat = store.catalog
+    cat.register_model("y", "model/v1", {}, 8, ONTOLOGY_LABELS)
+    rng = np.random.default_rng(0)
+    for i in range(300):
+        s = rng.random(len(ONTOLOGY_LABELS)) ** 6  # sparse-ish: most scores small
+        seg = [SegmentData("y", s.astype(np.float32), _vec(i))]
+        cat.put_item(_item(f"/r/{i}.wav"), [(0.0, 5.0, seg)], seg)
+        if i in (119, 239):
+            assert store._columns.flush(force=i == 239)  # a merged part, then a second one; the rest is delta
+    m = store.columns()
+    assert len(m.parts) >= 2 and any(p.top_rows for p in m.parts)
+    emap = entry_map(tuple(ONTOLOGY_LABELS))
+    animal = ONTOLOGY_LABELS.index("Animal")
+    members = emap.groups[animal]
+    assert members.size > 1 and emap.slot[animal] >= 0  # Animal: itself, pets, dog, bark, cat, meow
+    raw = np.stack([m.label_column("y", j) for j in members])
+    assert np.allclose(m.entry_scores("y", [animal])[0], raw.max(axis=0))
+    assert np.allclose(m.prevalence("y", [animal]), raw.max(axis=0).mean(), atol=1e-3)
+    full_scans = []
+    weighted = columns.Columns.weighted
+
+    def counted(self, t, rows=None):
+        full_scans.append(rows is None)
+        return weighted(self, t, rows)
+
+    monkeypatch.setattr(columns.Columns, "weighted", counted)
+    for trial in range(40):
+        picked = rng.choice(emap.n, size=int(rng.integers(1, 4)), replace=False)
+        term = Term("y", picked.astype(np.int64), rng.dirichlet(np.ones(picked.size)).astype(np.float32))
+        ok = m.alive & (rng.random(m.n) < (1.0 if trial % 2 else 0.6))
+        k = int(rng.integers(1, 12))
+        rows, scores = m.top_weighted([term], ok=ok, k=k, floor=0.001)
+        dense = weighted(m, [term])
+        want = np.flatnonzero(ok & (dense >= 0.001))
+        want = want[np.lexsort((want, -dense[want]))][:k]
+        assert np.allclose(scores, dense[want], atol=1e-6), trial  # the same scores in the same order
+        assert np.allclose(dense[rows], scores, atol=1e-6)
+    n_full = sum(full_scans)  # queries the lists could not certify, scored in full
+    assert 0 < n_full < 20, n_full
+    store.close()

@@ -8,6 +8,7 @@ import pytest
 
 from soundscope import descriptors as D
 from soundscope import eval_tempo
+from tests.conftest import skip_unless_ci
 
 NAMES = ("pad_50", "punk_182", "dance_150", "piano_62")
 
@@ -15,7 +16,7 @@ NAMES = ("pad_50", "punk_182", "dance_150", "piano_62")
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory):
     if shutil.which("fluidsynth") is None or not any(os.path.exists(f) for f in eval_tempo.SOUND_FONTS):
-        pytest.skip("fluidsynth and a GM sound font are not installed (scripts/setup.sh installs them as root)")
+        skip_unless_ci("fluidsynth and a GM sound font are not installed (scripts/setup.sh installs them as root)")
     dest = eval_tempo.build(tmp_path_factory.mktemp("tempo"), seconds=20.0, only=NAMES)
     return {t.name: dest / "tracks" / f"{eval_tempo.neutral_name(i)}.wav" for i, t in enumerate(eval_tempo.TRACKS)}
 

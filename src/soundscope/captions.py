@@ -47,7 +47,7 @@ _CLAUSE_ZH = re.compile(r"(?<=[，。；、！？,;])")
 
 
 def _lemmas(text: str) -> set[str]:
-    return {_query._lemma(w) for w in _WORD.findall(text.lower())} - textnorm.STOPWORDS
+    return {_query.lemma(w) for w in _WORD.findall(text.lower())} - textnorm.STOPWORDS
 
 
 @lru_cache(maxsize=1)
@@ -63,7 +63,7 @@ def vocabulary() -> tuple[frozenset[str], dict[str, str]]:
                     zh.setdefault(p, label)
             else:
                 en |= _lemmas(p)
-    v = _query._vocab()
+    v = _query.vocabulary()
     for key, entry in v.zh.items():
         if len(key) >= 2 and entry.section not in ("tempo", "loudness", "vocals", "other"):
             zh.setdefault(key, entry.en)

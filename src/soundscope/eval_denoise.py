@@ -104,13 +104,7 @@ def run_qbe(
     queries = clips[::every]
     out: dict[str, dict[str, dict[str, list[float]]]] = {}
     with Library(work / "index") as lib:
-        cat = lib.store.catalog
-        ids = {c.path: cat.item_by_path(c.path).id for c in clips}
-        by_id = {ids[c.path]: c for c in clips}
-        same: dict[str, set[int]] = {}
-        for c in clips:
-            same.setdefault(c.recording, set()).add(ids[c.path])
-        primary = lib.analyzers[0]
+        judge = evaluate.QbeJudge(lib, clips)
         for qi, c in enumerate(queries):
             y = decode.load(c.path)
             white = np.random.default_rng(qi).standard_normal(y.shape[0]).astype(np.float32)
@@ -121,9 +115,7 @@ def run_qbe(
                     key = "clean" if level is None else f"{level:g} dB"
                     noisy = y if level is None else _mix(y, noise, level)
                     for method in (None, *methods):
-                        a = analyze.analyze_array(_process(noisy, method), [primary])
-                        hits = lib.searcher.similar(primary, a, limit=10, exclude_ids=same[c.recording])
-                        p = sum(by_id[h.item_id].category == c.category for h in hits) / 10
+                        p = judge.p_at_10(c, analyze.analyze_array(_process(noisy, method), [judge.primary]))
                         name = "clean" if level is None else noise_name
                         out.setdefault(name, {}).setdefault(key, {}).setdefault(method or "none", []).append(p)
     table = {

@@ -141,21 +141,30 @@ def eval_text(lib, clips: list[Clip], queries: dict[str, str]) -> dict[str, Any]
     }
 
 
+class QbeJudge:
+    """The leave-same-recording-out query-by-example protocol over an indexed clip set: a query clip's
+    hits exclude every clip cut from its recording, and P@10 counts hits of its category."""
+
+    def __init__(self, lib, clips: list[Clip]) -> None:
+        cat = lib.store.catalog
+        self.lib, self.primary = lib, lib.analyzers[0]
+        ids = {c.path: cat.item_by_path(c.path).id for c in clips}
+        self.by_id = {ids[c.path]: c for c in clips}
+        self.same: dict[str, set[int]] = {}
+        for c in clips:
+            self.same.setdefault(c.recording, set()).add(ids[c.path])
+
+    def p_at_10(self, clip: Clip, query) -> float:
+        """P@10 of the primary analyzer's ``query`` analysis (of ``clip`` or a noisy copy of it)."""
+        hits = self.lib.searcher.similar(self.primary, query, limit=10, exclude_ids=self.same[clip.recording])
+        return sum(self.by_id[h.item_id].category == clip.category for h in hits) / 10
+
+
 def eval_qbe(lib, clips: list[Clip]) -> dict[str, Any]:
     from . import analyze
 
-    cat = lib.store.catalog
-    ids = {c.path: cat.item_by_path(c.path).id for c in clips}
-    by_id = {ids[c.path]: c for c in clips}
-    same_source: dict[str, set[int]] = {}
-    for c in clips:
-        same_source.setdefault(c.recording, set()).add(ids[c.path])
-    primary = lib.analyzers[0]
-    precisions = []
-    for c in clips:
-        query = analyze.analyze_file(c.path, [primary])
-        hits = lib.searcher.similar(primary, query, limit=10, exclude_ids=same_source[c.recording])
-        precisions.append(sum(by_id[h.item_id].category == c.category for h in hits) / 10)
+    judge = QbeJudge(lib, clips)
+    precisions = [judge.p_at_10(c, analyze.analyze_file(c.path, [judge.primary])) for c in clips]
     return {"qbe_p_at_10": round(float(np.mean(precisions)), 4)}
 
 

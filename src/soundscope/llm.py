@@ -513,8 +513,8 @@ def leftovers(pq: ParsedQuery) -> list[str]:
     English word counts as not understood). Empty: the rules read the whole query."""
     if not pq.semantic:
         return []
-    vocab = _query._vocab()
-    toks = _query._tokens(_query.normalize(pq.semantic), vocab)
+    vocab = _query.vocabulary()
+    toks = _query.tokenize(_query.normalize(pq.semantic), vocab)
     return [t.text for t in toks if t.role == "content" and t.section in (None, "cedict")]
 
 
@@ -584,7 +584,7 @@ def grounded(spoken: str, rules: ParsedQuery) -> bool:
     Chinese) appear in the query or in the rules' English rendering of it."""
     have = _query.normalize(rules.raw) + " " + rules.text_en.lower()
     s = _query.normalize(spoken)
-    cjk = [c for c in s if _query._HAS_CJK.match(c)]
+    cjk = [c for c in s if _query.HAS_CJK.match(c)]
     words = re.findall(r"[a-z0-9]+", s)
     units = [c in have for c in cjk] + [w in set(re.findall(r"[a-z0-9]+", have)) for w in words]
     return bool(units) and sum(units) >= 0.6 * len(units)
@@ -603,14 +603,14 @@ def merge(rules: ParsedQuery, got: QueryFields, *, note: str = "") -> RewrittenQ
         got = QueryFields(sounds=[] if rules.include else got.sounds)
     out = _as_rewritten(rules, llm=note, leftover=left)
     origin = dict.fromkeys(FIELDS, "rules")
-    unknown = {_query._lemma(w) for w in left} | set(left)
+    unknown = {_query.lemma(w) for w in left} | set(left)
     certain = [t for t in rules.include if t not in unknown and not set(t.split()) <= unknown]
     model_terms = [t for s in got.sounds for t in term_of(s) if t not in NOT_TERMS]
     model_excl = [t for s in got.exclude for t in term_of(s)]
     if model_terms:
         out.include = list(dict.fromkeys(certain + [t for t in model_terms if t not in rules.exclude]))
         origin["include"] = "rules+llm" if certain else "llm"
-        en = [w for w in rules.text_en.split() if w not in unknown and _query._lemma(w) not in unknown]
+        en = [w for w in rules.text_en.split() if w not in unknown and _query.lemma(w) not in unknown]
         out.text_en = " ".join(dict.fromkeys([" ".join(en), *got.sounds])).strip()
         if not out.semantic:
             out.semantic = " ".join(got.sounds)

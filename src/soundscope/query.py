@@ -54,7 +54,7 @@ SPLIT_DROP = frozenset(
 
 _CJK_CHAR = r"\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 _CJK_RUN = re.compile(f"[{_CJK_CHAR}]+")
-_HAS_CJK = re.compile(f"[{_CJK_CHAR}]")
+HAS_CJK = re.compile(f"[{_CJK_CHAR}]")
 _LATIN_WORD = re.compile(r"[a-z]{2,}")
 _UNIT_WORDS = frozenset({"bpm", "min", "mins", "sec", "secs", "hr", "hrs", "ms"})
 MAX_QUERY_CHARS = 1000  # longer input is cut (a query, not a document)
@@ -369,7 +369,7 @@ _KEEP_ING = _wordset(
 
 
 @lru_cache(maxsize=8192)
-def _lemma(word: str) -> str:
+def lemma(word: str) -> str:
     """A light English lemma: plurals and the -ing forms of sound verbs ("barking" -> "bark", "birds" -> "bird")."""
     w = word.lower()
     if w in _IRREGULAR:
@@ -396,7 +396,7 @@ def _lemma(word: str) -> str:
 
 def _lemma_key(phrase: str) -> str:
     """Lookup key for an English phrase: lowercased words, hyphens split, each lemmatized."""
-    return " ".join(_lemma(w) for w in re.findall(r"[a-z0-9]+(?:['&][a-z0-9]+)*", phrase.lower().replace("-", " ")))
+    return " ".join(lemma(w) for w in re.findall(r"[a-z0-9]+(?:['&][a-z0-9]+)*", phrase.lower().replace("-", " ")))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -650,7 +650,8 @@ def _read_tsv(path: Path) -> list[tuple[str, str, str]]:
 
 
 @lru_cache(maxsize=1)
-def _vocab() -> _Vocab:
+def vocabulary() -> _Vocab:
+    """The query vocabulary (Chinese and English terms of labels, kinds and constraints), built once."""
     zh: dict[str, _Entry] = {}
     en: dict[str, _Entry] = {}
     zh_of_term: dict[str, str] = {}
@@ -669,7 +670,7 @@ def _vocab() -> _Vocab:
         labels_zh[label] = phr
         for p in phr:
             zk = _t2s(unicodedata.normalize("NFKC", p)).lower()
-            if _HAS_CJK.search(zk):
+            if HAS_CJK.search(zk):
                 zh.setdefault(zk, _Entry(zk, _label_base(label), "label"))
     for term, z in (("vocals", "人声"), ("speech", "说话"), ("music", "音乐")):
         zh_of_term[term] = z
@@ -692,17 +693,17 @@ def _terms(entry: _Entry | None, en: str | None = None, known: dict[str, _Entry]
         return []
     if entry is not None and entry.section in WHOLE_SECTIONS:
         words = text.split()
-        known = _vocab().en if known is None else known
+        known = vocabulary().en if known is None else known
         while len(words) > 1 and words[-1] in GENERIC_EN and _lemma_key(" ".join(words[:-1])) in known:
             words.pop()
         if entry.section == "instrument":
-            words = [w if "-" in w else _lemma(w) for w in words]
+            words = [w if "-" in w else lemma(w) for w in words]
         return [" ".join(words)]
     out = []
     for w in re.findall(r"[a-z0-9]+(?:['&-][a-z0-9]+)*", text.replace("(", " ").replace(")", " ")):
         if w in textnorm.STOPWORDS or w in GENERIC_EN or w in SPLIT_DROP or len(w) < 2 or w.isdigit():
             continue
-        out.append(_lemma(w))
+        out.append(lemma(w))
     return out
 
 
@@ -730,7 +731,7 @@ def _opencc() -> Any:
 
 def _t2s(text: str) -> str:
     """Traditional -> Simplified (identity for text without Chinese)."""
-    if not _HAS_CJK.search(text):
+    if not HAS_CJK.search(text):
         return text
     cc = _opencc()
     return cc.convert(text) if cc is not None else text
@@ -1021,7 +1022,7 @@ def _numeric(text: str) -> tuple[str, _Numeric]:
             m = rx.search(text)
             if not m:
                 continue
-            if zh and not _HAS_CJK.search(m.group(0)):
+            if zh and not HAS_CJK.search(m.group(0)):
                 continue  # pure ASCII: the English patterns decide (suffixes like "or slower")
             v = _zh_val(m.group("n")) if zh else float(m.group("n"))
             if v is None or not 20 <= v <= 400:
@@ -1032,7 +1033,7 @@ def _numeric(text: str) -> tuple[str, _Numeric]:
             break
     # duration ranges
     m = _ZH_RANGE_DUR.search(text)
-    if m and (_HAS_CJK.search(m.group(0)) or m.group(3)):
+    if m and (HAS_CJK.search(m.group(0)) or m.group(3)):
         a, b = cn_number(m.group(1)), cn_number(m.group(4))
         if a is not None and b is not None:
             if m.group(6):
@@ -1058,7 +1059,7 @@ def _numeric(text: str) -> tuple[str, _Numeric]:
                 if n is None:
                     continue
                 unit = m.group("u")
-                if not _HAS_CJK.search(m.group(0)) and not m.group("pre") and not m.group("suf"):
+                if not HAS_CJK.search(m.group(0)) and not m.group("pre") and not m.group("suf"):
                     continue  # pure ASCII: the English patterns decide
                 if m.group("half1") or m.group("half2"):
                     n += 0.5
@@ -1154,7 +1155,7 @@ def _quoted(text: str) -> tuple[str, str | None]:
 
 def _introduced(text: str) -> tuple[str, str | None]:
     """Pull spoken content introduced by a verb ("where they talk about X", "说到X的地方") out of ``text``."""
-    if _HAS_CJK.search(text):
+    if HAS_CJK.search(text):
         starts = {a for _, a, _ in textnorm._jieba().tokenize(text)}
         for rx in _ZH_SPOKEN:
             for m in rx.finditer(text):
@@ -1274,7 +1275,7 @@ def _zh_token(w: str, vocab: _Vocab) -> _Tok:
     e = vocab.zh.get(w)
     if e is not None:
         return _Tok(w, "content", en=e.en, terms=_terms(e), section=e.section, cjk=True)
-    if _HAS_CJK.search(w):
+    if HAS_CJK.search(w):
         gloss = cedict_gloss(w) if len(w) >= CEDICT_MIN_CHARS else None
         if gloss:
             return _Tok(w, "content", en=gloss, terms=_terms(None, gloss), section="cedict", cjk=True)
@@ -1294,7 +1295,7 @@ def _en_unit(w: str, vocab: _Vocab) -> _Tok:
         return _Tok(w, "content", en=w, terms=_terms(e), section=e.section)
     if w in textnorm.STOPWORDS or len(w) < 2:
         return _Tok(w, "stop")
-    return _Tok(w, "content", en=w, terms=[_lemma(w)] if not _DECADE.match(w) else [w])
+    return _Tok(w, "content", en=w, terms=[lemma(w)] if not _DECADE.match(w) else [w])
 
 
 def _en_tokens(text: str, vocab: _Vocab) -> list[_Tok]:
@@ -1349,7 +1350,7 @@ def _en_tokens(text: str, vocab: _Vocab) -> list[_Tok]:
     return out
 
 
-def _tokens(text: str, vocab: _Vocab) -> list[_Tok]:
+def tokenize(text: str, vocab: _Vocab) -> list[_Tok]:
     """Tokens of normalized ``text``: Chinese runs segmented, the rest split into English words."""
     out: list[_Tok] = []
     pos = 0
@@ -1431,13 +1432,13 @@ class ParsedQuery:
         """Human-readable lines, in ``lang`` ("zh" or "en"; default: the query's language, mixed -> zh)."""
         zh = (lang or ("en" if self.language == "en" else "zh")) == "zh"
         lines: list[str] = []
-        vocab = _vocab()
+        vocab = vocabulary()
 
         def term(t: str) -> str:
             if not zh:
                 return t
             src = self._src.get(t, "")
-            return src if _HAS_CJK.search(src) else vocab.zh_of_term.get(t, t)
+            return src if HAS_CJK.search(src) else vocab.zh_of_term.get(t, t)
 
         le, ge, dash = ("≤", "≥", "–") if zh else ("<=", ">=", "-")
         if self.semantic:
@@ -1514,7 +1515,7 @@ def normalize(text: str) -> str:
 def detect_language(text: str) -> str:
     """ "zh", "en" or "mixed" by script: Chinese characters and/or Latin words (units like "bpm" don't count)."""
     t = unicodedata.normalize("NFKC", text or "").lower()
-    cjk = bool(_HAS_CJK.search(t))
+    cjk = bool(HAS_CJK.search(t))
     latin = any(w not in _UNIT_WORDS for w in _LATIN_WORD.findall(t))
     if cjk and latin:
         return "mixed"
@@ -1672,11 +1673,11 @@ def parse(text: str) -> ParsedQuery:
     Quoted speech comes out first, then numeric constraints (BPM, durations), then speech introduced
     by a verb; what is left is segmented and read once, left to right, for content, negation scopes
     and constraint words."""
-    vocab = _vocab()
+    vocab = vocabulary()
     raw = text or ""
     norm = normalize(raw)[:MAX_QUERY_CHARS]
     q = ParsedQuery(raw=raw, language=detect_language(raw), normalized=norm)
-    q.words = [t.text for t in _tokens(norm, vocab) if t.role not in ("punct", "mark")]
+    q.words = [t.text for t in tokenize(norm, vocab) if t.role not in ("punct", "mark")]
 
     rest, q.spoken = _quoted(norm)
     rest, num = _numeric(rest)
@@ -1684,7 +1685,7 @@ def parse(text: str) -> ParsedQuery:
         rest, q.spoken = _introduced(rest)
     q.tempo, q.duration = num.tempo, num.duration
 
-    r = _Reading(_tokens(rest, vocab))
+    r = _Reading(tokenize(rest, vocab))
     r.run()
 
     q.vocals = r.vocals
@@ -1732,7 +1733,7 @@ def warm(*, cedict: bool = True) -> dict[str, float]:
     out["jieba"] = time.perf_counter() - t
     t = time.perf_counter()
     _opencc()
-    _vocab()
+    vocabulary()
     out["vocabulary"] = time.perf_counter() - t
     if cedict:
         t = time.perf_counter()
@@ -1747,7 +1748,7 @@ def _join(words: list[str]) -> str:
     for w in words:
         if not out:
             out = w
-        elif _HAS_CJK.search(out[-1]) and _HAS_CJK.search(w[0]):
+        elif HAS_CJK.search(out[-1]) and HAS_CJK.search(w[0]):
             out += w
         else:
             out += " " + w
@@ -1761,7 +1762,7 @@ def _join(words: list[str]) -> str:
 @lru_cache(maxsize=1)
 def _label_phrasings() -> dict[str, tuple[str, ...]]:
     out: dict[str, tuple[str, ...]] = {}
-    for label, zh in _vocab().labels_zh.items():
+    for label, zh in vocabulary().labels_zh.items():
         en = [label, _label_base(label), *LABEL_EN_OVERRIDES.get(label, [])]
         seen: list[str] = []
         for p in en:

@@ -557,7 +557,7 @@ class Recommender:
         if filters is None or self.searcher is None or not ids:
             return ids
         m = self.store.columns()
-        mask = self.searcher._mask(m, filters)  # the search's own vectorised filters
+        mask = self.searcher.filter_mask(m, filters)  # the search's own vectorised filters
         pos = m.positions(ids)
         return [i for i, p in zip(ids, pos.tolist(), strict=True) if p >= 0 and mask[p]]
 

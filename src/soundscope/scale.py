@@ -26,6 +26,7 @@ import numpy as np
 from .bench import _pct
 from .store import SegmentData, Store
 
+TIE_TOLERANCE = 0.01  # a result whose exact fused score is within 1 % of the exact 10th best counts as a match
 QUERIES = [
     "dog barking", "rain on a roof", "piano music", "狗叫", "someone speaking", "helicopter overhead",
     "crackling fire", "a baby crying", "sea waves", "clock ticking", "慢歌", "chainsaw", "birds singing",
@@ -161,7 +162,7 @@ def _shell_search(data_dir: Path, query: str) -> float:
 
 
 _PROBE = r"""
-import json, resource, sys, time
+import json, sys, time
 t = time.perf_counter()
 from soundscope.api import Library
 lib = Library(sys.argv[1], create=False)
@@ -169,7 +170,10 @@ lib.search("dog barking", limit=10)
 first = time.perf_counter() - t
 for q in json.loads(sys.argv[2]):
     lib.search(q, limit=10)
-print(json.dumps({"open_first_query_s": first, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss across exec, so a child of the (large) benchmark process
+# would report the parent's peak; VmHWM is this process's own high-water mark
+hwm = next(int(ln.split()[1]) for ln in open("/proc/self/status") if ln.startswith("VmHWM:"))
+print(json.dumps({"open_first_query_s": first, "rss_mb": hwm / 1024}))
 """
 
 
@@ -207,7 +211,8 @@ def run(n: int, *, source_dir: str | None = None, work: str | None = None, seed:
     )
     out["query_process"] = json.loads(probe.stdout.strip().splitlines()[-1])
     with Library(data, create=False) as lib:
-        lib.search("warm up", limit=10)
+        for q in ("warm up", "热身"):  # lazy one-time loads (the Chinese segmenter); the first query is timed apart
+            lib.search(q, limit=10)
         wall, cpu = _timed(lambda q: lib.search(q, limit=10), qs)
         out["text_query_wall"], out["text_query_cpu"] = _pct(wall), _pct(cpu)
         ids = lib.store.columns().ids
@@ -217,13 +222,19 @@ def run(n: int, *, source_dir: str | None = None, work: str | None = None, seed:
         out["recall_at_10"] = {s: recall_at_10(lib.store, s) for s in ("yamnet", "description") if s in models}
         exact = Library(data, create=False)
         exact.searcher.exact = True
-        overlap = []
+        overlap, near = [], []
         for q in qs[: len(QUERIES)]:
-            a = {r.item_id for r in lib.search(q, limit=10)}
-            b = {r.item_id for r in exact.search(q, limit=10)}
-            overlap.append(len(a & b) / max(len(b), 1))
+            ours = [r.item_id for r in lib.search(q, limit=10)]
+            ref = exact.search(q, limit=1000)
+            overlap.append(len(set(ours) & {r.item_id for r in ref[:10]}) / max(min(len(ref), 10), 1))
+            # near-ties: synthetic copies share scores to 4 decimals, so also count a result the exact
+            # ranking scores within TIE_TOLERANCE of its own 10th best
+            fused, tenth = {r.item_id: r.score for r in ref}, ref[min(len(ref), 10) - 1].score if ref else 0.0
+            hits = [fused.get(i, 0.0) >= tenth * (1 - TIE_TOLERANCE) for i in ours]
+            near.append(float(np.mean(hits)) if hits else 1.0)
         exact.close()
         out["top10_overlap_with_exact"] = round(float(np.mean(overlap)), 4)
+        out["top10_within_tolerance_of_exact"] = round(float(np.mean(near)), 4)
         t = time.perf_counter()  # the writer's cost of one more file, after analysis: commit, flush, query
         build(lib.store, sources, 1, seed=seed + 1)
         lib.store.flush()
@@ -250,7 +261,8 @@ def format_report(r: dict[str, Any]) -> str:
             f"CPU p50 {r['text_query_cpu']['p50_ms']} ms p99 {r['text_query_cpu']['p99_ms']} ms",
             f"  similar wall p50 {r['similar_wall']['p50_ms']} ms p99 {r['similar_wall']['p99_ms']} ms; "
             f"CPU p50 {r['similar_cpu']['p50_ms']} ms",
-            f"  ANN recall@10 {r['recall_at_10']}; text top-10 overlap with exact {r['top10_overlap_with_exact']}",
+            f"  ANN recall@10 {r['recall_at_10']}; text top-10 overlap with exact {r['top10_overlap_with_exact']} "
+            f"({r.get('top10_within_tolerance_of_exact')} within {TIE_TOLERANCE:.0%} of the exact 10th score)",
             f"  add one item then query {r['add_one_then_query_s']} s; "
             f"delete one item then query {r['delete_one_then_query_s']} s; "
             f"shell `soundscope search` {r['shell_search_wall_s']} s",

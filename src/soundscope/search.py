@@ -31,6 +31,7 @@ from . import analyze, describe, ontology, textnorm, wordmatch
 from .ingest import DESCRIPTION_SPACE, TRANSCRIPT_SPACE
 from .store import Columns, Store
 from .store.columns import KINDS
+from .store.entries import Term
 from .text import TextEncoder
 from .types import Analyzer, Result
 
@@ -67,7 +68,6 @@ RANK_TOLERANCE = 0.01  # scores within 1 % of a ranker's best score of each othe
 EXCLUDE_MIN = 0.3  # item-level probability of a negated label above which an item is excluded
 LABEL_FLOOR = 0.01  # a label weighing less than this share of the best label's weight gets none
 LABEL_CAP = 5  # labels beyond this many taper off (see label_weights)
-HIERARCHY = os.environ.get("SOUNDSCOPE_HIERARCHY", "1") != "0"  # a label stands for its ontology subtree
 DESCRIPTION_PHRASINGS = False  # the ontology's class descriptions as phrasings: measured, no change; left off
 PREVALENCE_POWER = 1.0  # a matched label's weight is scaled by (1 - its mean score over the library) ** this
 # The confidence floor: for a query about a sound event (its best label is a sound-event label, not a music
@@ -435,11 +435,7 @@ class Searcher:
     # -- text search ----------------------------------------------------------------------------
     def tree(self, space: str) -> ontology.LabelTree:
         """The labels of ``space`` seen through the AudioSet ontology (subtree groups, categories)."""
-        labels = tuple(self._spaces()[space]["labels"])
-        if not HIERARCHY:
-            groups = tuple(np.array([i], np.int64) for i in range(len(labels)))
-            return ontology.LabelTree(labels, len(labels), groups, ("",) * len(labels), (-1,) * len(labels))
-        return ontology.label_tree(labels)
+        return ontology.label_tree(tuple(self._spaces()[space]["labels"]))
 
     def _label_sims(self, space: str, texts: list[str]) -> np.ndarray:
         """(m,) best cosine between any of ``texts`` and any phrasing of each entry of the space's
@@ -480,23 +476,23 @@ class Searcher:
             lm.groups.append(trees[space].groups[i])
         return list(out.values())
 
-    def _label_score(self, m: Columns, matches: list[LabelMatch]) -> np.ndarray:
-        """(n,) each item's weighted sum of its matched entries' scores. With ``PREVALENCE_POWER`` > 0 an
-        entry's weight is scaled by (1 - prevalence) ** power first (prevalence: its mean score over the
-        library), so a label that fires on everything ("Outside, rural or natural") counts for less than
-        one that singles items out; the weights are then renormalised."""
-        cols, weights = [], []
-        for lm in matches:
-            cols.append(m.group_columns(lm.space, lm.groups))
-            weights.append(np.asarray(lm.weights, np.float64))
-        if not cols:
-            return np.zeros(m.n, np.float32)
-        x, w = np.concatenate(cols), np.concatenate(weights)
+    def label_terms(self, m: Columns, matches: list[LabelMatch]) -> list[Term]:
+        """The label ranker's query: per space, the matched entries with their weights. With
+        ``PREVALENCE_POWER`` > 0 an entry's weight is scaled by (1 - prevalence) ** power first (prevalence:
+        its mean score over the library, kept per column part), so a label that fires on everything
+        ("Outside, rural or natural") counts for less than one that singles items out; the weights are
+        then renormalised. An item's label score is the weighted sum of its entry scores."""
+        terms = [Term(lm.space, np.asarray(lm.indices, np.int64), np.asarray(lm.weights, np.float64)) for lm in matches]
         if PREVALENCE_POWER > 0 and m.n:
-            prevalence = x.mean(axis=1, dtype=np.float64)
-            w = w * np.clip(1.0 - prevalence, 0.0, 1.0) ** PREVALENCE_POWER
-            w = w / w.sum() if w.sum() > 0 else w
-        return (w.astype(np.float32) @ x).astype(np.float32)
+            for t in terms:
+                prevalence = m.prevalence(t.space, t.entries)
+                t.weights = t.weights * np.clip(1.0 - prevalence, 0.0, 1.0) ** PREVALENCE_POWER
+            total = sum(float(t.weights.sum()) for t in terms)
+            for t in terms:
+                t.weights = t.weights / total if total > 0 else t.weights
+        for t in terms:
+            t.weights = t.weights.astype(np.float32)
+        return terms
 
     def _readable_texts(self, candidates: list[str | None]) -> list[str]:
         """The query's renderings the encoder can read (all of them when it can read none): a
@@ -518,9 +514,8 @@ class Searcher:
             sims = self._label_sims(space, [phrase])
             best = float(sims.max())
             if best >= 0.45:
-                groups = self.tree(space).groups
-                for j in np.flatnonzero(sims >= best - 0.05):
-                    found |= m.group_columns(space, [groups[int(j)]])[0] >= EXCLUDE_MIN
+                near = np.flatnonzero(sims >= best - 0.05)
+                found |= (m.entry_scores(space, near) >= EXCLUDE_MIN).any(axis=0)
         return found
 
     def _exclusion_mask(self, m: Columns, pq) -> np.ndarray:
@@ -546,16 +541,19 @@ class Searcher:
         styled = " ".join(w for w in (pq.tempo_word, pq.loudness, pq.text_en or positive) if w)
         styled = styled if (pq.tempo_word or pq.loudness) else ""
         texts = self._readable_texts([positive, pq.text_en, styled])
-        mask = self._mask(m, _with_parsed(filters, pq)) & self._exclusion_mask(m, pq)
+        mask = self.filter_mask(m, _with_parsed(filters, pq)) & self._exclusion_mask(m, pq)
         q = self.encoder.encode([texts[0] if texts else positive])[0]
         k = m.n if self.exact else max(CANDIDATES, limit)
         lists: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # ranker -> (rows, scores), best first
         dense: dict[str, np.ndarray] = {}  # rankers scored on every item (vectorised), for explanations
         label_sims = self.all_label_sims(texts)
         matches = [lm for lm in self.match_labels(label_sims) if m.has_space(lm.space)]
-        label_score = self._label_score(m, matches)
-        dense["labels"] = label_score
-        lists["labels"] = top_k(label_score, mask & (label_score >= MIN_EVIDENCE["labels"]), k)
+        label_q = self.label_terms(m, matches)
+        if self.exact:  # the reference ranking: every item scored
+            label_score = m.weighted(label_q)
+            lists["labels"] = top_k(label_score, mask & (label_score >= MIN_EVIDENCE["labels"]), k)
+        else:  # impact lists with the threshold rule: exact, without scoring every item
+            lists["labels"] = m.top_weighted(label_q, ok=mask, k=k, floor=MIN_EVIDENCE["labels"])
         wanted = parsed_descriptors(pq)
         if wanted:
             dense["descriptors"] = descriptor_scores(m, wanted)
@@ -600,6 +598,7 @@ class Searcher:
         best = union[order][fused[order] > 0][:limit]
         for name, values in dense.items():  # explanations quote the measured value, candidate or not
             raw[name] = _LookupScores(values)
+        raw["labels"] = {**raw["labels"], **dict(zip(best.tolist(), m.weighted(label_q, best).tolist(), strict=True))}
         results = [
             self._text_result(
                 m, int(i), float(fused[np.searchsorted(union, i)]), matches, raw, ranks, spoken, words, wanted
@@ -627,8 +626,14 @@ class Searcher:
 
     @staticmethod
     def _sparse(score: np.ndarray, mask: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """A ranker's best ``k`` rows among those with evidence (score > 0) that pass ``mask``."""
-        return top_k(score, mask & (score > 0), k)
+        """A ranker's best ``k`` rows among those with evidence (score > 0) that pass ``mask`` (the mask is
+        read at the few rows with evidence only)."""
+        rows = np.flatnonzero(score > 0)
+        rows = rows[mask[rows]]
+        if rows.size > k:
+            rows = np.sort(rows[np.argpartition(-score[rows], k - 1)[:k]])
+        order = np.argsort(-score[rows], kind="stable")
+        return rows[order], score[rows[order]].astype(np.float32)
 
     def _description(
         self, m: Columns, q: np.ndarray, mask: np.ndarray, k: int, limit: int
@@ -786,7 +791,7 @@ class Searcher:
         order = np.argsort(-score, kind="stable")
         return rows[order], score[order]
 
-    def _mask(self, m: Columns, f: Filters | None) -> np.ndarray:
+    def filter_mask(self, m: Columns, f: Filters | None) -> np.ndarray:
         """(n,) True for live items that meet every filter (vectorised over the columns; a folder
         filter is an indexed range scan of the catalog's paths)."""
         mask = m.alive.copy()
@@ -934,7 +939,7 @@ class Searcher:
             query_scores = query.item_scores.get(analyzer.name)
         if m.n == 0 or vec is None:
             return []
-        mask = self._mask(m, filters)
+        mask = self.filter_mask(m, filters)
         index = self.store.vectors(analyzer.name)
         exclude = exclude_ids or set()
         k = min(len(index), max(limit * 20, 200))

@@ -8,7 +8,6 @@ item behind. Vectors and label scores are stored as float16 blobs; the vector in
 
 from __future__ import annotations
 
-import heapq
 import json
 import os
 import sqlite3
@@ -725,8 +724,11 @@ class Catalog:
             ).fetchall()
         except sqlite3.OperationalError:
             return []
-        best = heapq.nsmallest(limit, rows, key=lambda r: (-r[1], r[0]))  # of at most FTS_SCAN rows
-        return [(int(r[0]), float(r[1])) for r in best]
+        if not rows:
+            return []
+        ids, score = np.array([r[0] for r in rows], np.int64), np.array([r[1] for r in rows], np.float64)
+        best = np.lexsort((ids, -score))[:limit]  # of at most FTS_SCAN rows: best score, then lowest id
+        return list(zip(ids[best].tolist(), score[best].tolist(), strict=True))
 
     # -- change tracking (for accelerators that catch up incrementally) -------------------------
     def tombstone_seq(self) -> int:

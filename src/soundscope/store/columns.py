@@ -9,6 +9,9 @@ costs seconds at 10^5 items; here they live in column *parts* under ``<data_dir>
     columns/<part>/duration.npy    (n,) float32 seconds; tempo, tempo_conf, lufs likewise
     columns/<part>/kind.npy        (n,) uint8 codes into :data:`KINDS`
     columns/<part>/scores.<space>.npy   (n_labels, n) float16, label-major: a query reads k rows
+    columns/<part>/closure.<space>.npy  (n_multi, n) float16: each ontology subtree's highest score
+    columns/<part>/top_rows.<space>.npy, top_scores.<space>.npy, sums.<space>.npy: impact lists
+                                   (see :mod:`soundscope.store.entries`)
 
 Parts are immutable and opened with ``mmap``, so opening a large library reads almost nothing. Items
 added since the last part (ids above the manifest's watermark) are read from SQLite as a small delta;
@@ -32,9 +35,10 @@ import numpy as np
 
 from .. import faults
 from .catalog import Catalog
+from .entries import LIST_STEPS, EntryMap, Term, closure_rows, entry_map, entry_rows, impact_lists
 
 KINDS = ("sound", "music", "speech")
-FORMAT = 1  # bump when the part layout changes: older parts are then rebuilt
+FORMAT = 2  # bump when the part layout changes: older parts are then rebuilt
 SCALARS = ("duration", "tempo", "tempo_conf", "lufs")
 FLUSH_MIN = 2000  # a delta of at least this many items (or 1/8 of the library) becomes a part
 MAX_PARTS = 8  # more parts than this are merged into one
@@ -55,10 +59,18 @@ class Part:
     scalars: dict[str, np.ndarray]
     kind: np.ndarray  # uint8
     scores: dict[str, np.ndarray] = field(default_factory=dict)  # space -> (n_labels, n) float16
+    closure: dict[str, np.ndarray] = field(default_factory=dict)  # space -> (n_multi, n) float16
+    top_rows: dict[str, np.ndarray] = field(default_factory=dict)  # space -> (n_entries, d) int32 (persisted parts)
+    top_scores: dict[str, np.ndarray] = field(default_factory=dict)  # space -> (n_entries, d) float16
+    sums: dict[str, np.ndarray] = field(default_factory=dict)  # space -> (n_entries,) float64
 
     @property
     def n(self) -> int:
         return int(self.ids.shape[0])
+
+    def entries(self, space: str, emap: EntryMap, entries, cols=None) -> np.ndarray:
+        """(k, n) float32 entry scores of this part (or (k, m) for local columns ``cols``)."""
+        return entry_rows(scores=self.scores[space], closure=self.closure[space], emap=emap, entries=entries, cols=cols)
 
 
 @dataclass
@@ -79,6 +91,7 @@ class Columns:
     parts: list[Part]
     widths: dict[str, int]  # space -> number of labels
     offsets: np.ndarray  # (len(parts) + 1,) row offset of each part
+    emaps: dict[str, EntryMap] = field(default_factory=dict)  # space -> its label entries (ontology tree)
 
     @property
     def n(self) -> int:
@@ -112,19 +125,96 @@ class Columns:
             out[lo : lo + p.n] = w @ np.asarray(mat[np.asarray(indices)], np.float32)
         return out
 
-    def group_columns(self, space: str, groups: list[np.ndarray]) -> np.ndarray:
-        """(k, n) float32: for each group of label columns (k groups of indices), every item's highest
-        score among them (a label and its ontology descendants). Reads each group's label rows per part:
-        O(n * total group size), contiguous memory."""
-        out = np.zeros((len(groups), self.n), np.float32)
-        for p, lo in zip(self.parts, self.offsets[:-1], strict=False):
-            mat = p.scores.get(space)
-            if mat is None or p.n == 0:
-                continue
-            for g, idx in enumerate(groups):
-                rows = np.asarray(mat[np.asarray(idx)], np.float32)
-                out[g, lo : lo + p.n] = rows.max(axis=0) if rows.shape[0] > 1 else rows[0]
+    def entry_scores(self, space: str, entries, rows: np.ndarray | None = None) -> np.ndarray:
+        """(k, n) float32 scores of the label-tree ``entries`` (k,) of ``space`` for every item, or (k, m)
+        for the rows ``rows`` (m,): an entry's score is its group's highest label score (a label and its
+        ontology descendants; see :mod:`soundscope.store.entries`), read from one stored row per entry."""
+        entries = np.asarray(entries, np.int64)
+        if rows is None:
+            out = np.zeros((entries.size, self.n), np.float32)
+            for p, lo in zip(self.parts, self.offsets[:-1], strict=False):
+                if p.n and space in p.scores:
+                    out[:, lo : lo + p.n] = p.entries(space, self.emaps[space], entries)
+            return out
+        rows = np.asarray(rows, np.int64)
+        out = np.zeros((entries.size, rows.size), np.float32)
+        which = np.searchsorted(self.offsets, rows, side="right") - 1
+        for k in np.unique(which).tolist():
+            p, sel = self.parts[k], np.flatnonzero(which == k)
+            if space in p.scores:
+                out[:, sel] = p.entries(space, self.emaps[space], entries, rows[sel] - self.offsets[k])
         return out
+
+    def weighted(self, terms: list[Term], rows: np.ndarray | None = None) -> np.ndarray:
+        """(n,) float32 sum over ``terms`` of weight x entry score for every item (or (m,) for ``rows``)."""
+        n = self.n if rows is None else len(rows)
+        out = np.zeros(n, np.float32)
+        for t in terms:
+            if t.entries.size and self.has_space(t.space):
+                out += np.asarray(t.weights, np.float32) @ self.entry_scores(t.space, t.entries, rows)
+        return out
+
+    def prevalence(self, space: str, entries) -> np.ndarray:
+        """(k,) mean score of each entry over every row (dead rows of persisted parts included)."""
+        entries = np.asarray(entries, np.int64)
+        total = np.zeros(entries.size, np.float64)
+        for p in self.parts:
+            if not p.n or space not in p.scores:
+                continue
+            if space in p.sums:
+                total += p.sums[space][entries]
+            else:
+                total += p.entries(space, self.emaps[space], entries).sum(axis=1, dtype=np.float64)
+        return total / max(self.n, 1)
+
+    def top_weighted(self, terms: list[Term], *, ok: np.ndarray, k: int, floor: float) -> tuple[np.ndarray, np.ndarray]:
+        """The best ``k`` rows by :meth:`weighted` among those where ``ok`` (n,) holds and the score is
+        >= ``floor``: (rows, scores), best first. Exact: impact lists with the threshold rule (see
+        :mod:`soundscope.store.entries`), deepened in :data:`LIST_STEPS`, then a full scan."""
+        terms = [t for t in terms if t.entries.size and self.has_space(t.space)]
+        for depth in LIST_STEPS:
+            got = self._candidates(terms, depth)
+            if got is None:
+                break
+            cand, bound = got
+            cand = cand[ok[cand]]
+            score = self.weighted(terms, cand)
+            if bound < floor or int((score >= bound).sum()) >= k:
+                keep = score >= floor
+                cand, score = cand[keep], score[keep]
+                order = np.lexsort((cand, -score))[:k]
+                return cand[order], score[order]
+        score = self.weighted(terms)
+        rows = np.flatnonzero(ok & (score >= floor))
+        if rows.size > k:
+            rows = np.sort(rows[np.argpartition(-score[rows], k - 1)[:k]])
+        order = np.argsort(-score[rows], kind="stable")
+        return rows[order], score[rows[order]]
+
+    def _candidates(self, terms: list[Term], depth: int) -> tuple[np.ndarray, float] | None:
+        """(rows, bound): the union of every term's first ``depth`` list rows in every part (all rows of a
+        part without lists), and the highest weighted score an item outside them can have. None when a
+        listed part is shallower than ``depth`` would need (the caller scans instead)."""
+        chunks, bound = [], 0.0
+        for p, lo in zip(self.parts, self.offsets[:-1], strict=False):
+            if not p.n:
+                continue
+            listed = all(t.space in p.top_rows for t in terms)
+            if not listed or p.n <= depth:
+                chunks.append(lo + np.arange(p.n))
+                continue
+            part_bound = 0.0
+            for t in terms:
+                lists = p.top_rows[t.space]
+                if lists.shape[1] < depth:
+                    return None
+                chunks.append(lo + np.asarray(lists[t.entries, :depth], np.int64).ravel())
+                floor = np.asarray(p.top_scores[t.space][t.entries, depth - 1], np.float32)
+                part_bound += float(np.asarray(t.weights, np.float32) @ floor)
+            bound = max(bound, part_bound)
+        if not chunks:
+            return np.zeros(0, np.int64), 0.0
+        return np.unique(np.concatenate(chunks)), bound
 
     def label_column(self, space: str, j: int) -> np.ndarray:
         """(n,) float32 probability of label ``j`` of ``space`` for every item."""
@@ -142,13 +232,17 @@ class Columns:
         return space in self.widths
 
 
-def _empty_part(spaces: dict[str, int]) -> Part:
-    return Part(
-        np.zeros(0, np.int64),
-        {k: np.zeros(0, np.float32) for k in SCALARS},
-        np.zeros(0, np.uint8),
-        {s: np.zeros((w, 0), np.float16) for s, w in spaces.items()},
-    )
+def space_maps(catalog: Catalog) -> dict[str, EntryMap]:
+    """Label space -> its entries (the ontology tree of its labels), in registration order."""
+    return {k: entry_map(tuple(v["labels"])) for k, v in catalog.models().items() if v["labels"]}
+
+
+def _add_closures(part: Part, emaps: dict[str, EntryMap]) -> Part:
+    """Fill in the closure rows of every space the part has scores for (and zeros where it has none)."""
+    for space, emap in emaps.items():
+        if space not in part.closure and space in part.scores:
+            part.closure[space] = closure_rows(scores=part.scores[space], emap=emap)
+    return part
 
 
 def read_part(catalog: Catalog, spaces: dict[str, int], *, after: int, upto: int) -> Part:
@@ -165,7 +259,7 @@ def read_part(catalog: Catalog, spaces: dict[str, int], *, after: int, upto: int
                 ok = (pos < ids.shape[0]) & (ids[np.minimum(pos, ids.shape[0] - 1)] == got)
                 mat[:, pos[ok]] = rows[ok].T.astype(np.float16)
         part.scores[space] = mat
-    return part
+    return _add_closures(part, space_maps(catalog))
 
 
 class ColumnStore:
@@ -228,9 +322,12 @@ class ColumnStore:
 
         part = Part(load("ids"), {k: load(k) for k in SCALARS}, load("kind"))
         for space in spaces:
-            f = path / f"scores.{space}.npy"
-            if f.exists():
-                part.scores[space] = np.load(f, mmap_mode="r", allow_pickle=False)
+            if (path / f"scores.{space}.npy").exists():
+                part.scores[space] = load(f"scores.{space}")
+                part.closure[space] = load(f"closure.{space}")
+                part.top_rows[space] = load(f"top_rows.{space}")
+                part.top_scores[space] = load(f"top_scores.{space}")
+                part.sums[space] = np.array(load(f"sums.{space}"))
         return part
 
     def _build(self, gen: int) -> Columns:
@@ -239,10 +336,12 @@ class ColumnStore:
         upto_now = self.catalog.max_id("items")
         delta = read_part(self.catalog, spaces, after=int(m["upto"]), upto=upto_now)
         parts = [*self._parts, delta]
+        emaps = space_maps(self.catalog)
         for p in parts:  # a space registered after a part was written: its items have no scores there
             for space, width in spaces.items():
                 if space not in p.scores:
                     p.scores[space] = np.zeros((width, p.n), np.float16)
+                    p.closure[space] = np.zeros((len(emaps[space].multi), p.n), np.float16)
         ids = np.concatenate([p.ids for p in parts])
         offsets = np.concatenate([[0], np.cumsum([p.n for p in parts])]).astype(np.int64)
         dead = np.concatenate(
@@ -262,6 +361,7 @@ class ColumnStore:
             parts=parts,
             widths=spaces,
             offsets=offsets,
+            emaps=emaps,
         )
 
     # -- writing ---------------------------------------------------------------------------------
@@ -307,11 +407,12 @@ class ColumnStore:
             big = int(np.argmax([p.n for p in parts])) if parts else 0
             rest = sum(p.n for k, p in enumerate(parts) if k != big)
             start = big + 1 if parts and rest < parts[big].n and big + 1 < len(parts) and not force else 0
-            merged = self._merge(parts[start:], dead, spaces)
+            merged = self._merge(parts[start:], dead, spaces, space_maps(self.catalog))
             parts, names = [*parts[:start], merged], [*names[:start], ""]
             if start == 0:
                 dead = np.zeros(0, np.int64)
-        names = [name or self._write_part(p) for name, p in zip(names, parts, strict=True) if p.n or name]
+        emaps = space_maps(self.catalog)
+        names = [name or self._write_part(p, emaps) for name, p in zip(names, parts, strict=True) if p.n or name]
         manifest = {
             "format": FORMAT,
             "catalog": self.catalog.get_meta("created_at"),
@@ -332,7 +433,7 @@ class ColumnStore:
         return True
 
     @staticmethod
-    def _merge(parts: list[Part], dead: np.ndarray, spaces: dict[str, int]) -> Part:
+    def _merge(parts: list[Part], dead: np.ndarray, spaces: dict[str, int], emaps: dict[str, EntryMap]) -> Part:
         ids = np.concatenate([p.ids for p in parts])
         keep = ~np.isin(ids, dead) if dead.size else np.ones(ids.shape[0], bool)
         out = Part(
@@ -343,9 +444,9 @@ class ColumnStore:
         for space, width in spaces.items():
             mats = [p.scores[space] if space in p.scores else np.zeros((width, p.n), np.float16) for p in parts]
             out.scores[space] = np.concatenate(mats, axis=1)[:, keep]
-        return out
+        return _add_closures(out, emaps)
 
-    def _write_part(self, part: Part) -> str:
+    def _write_part(self, part: Part, emaps: dict[str, EntryMap]) -> str:
         name = f"part-{int(part.ids[0]):010d}-{int(part.ids[-1]):010d}-{os.getpid()}-{time.time_ns() % 10**9}"
         tmp = self.dir / f".{name}.tmp"
         tmp.mkdir(parents=True)
@@ -355,6 +456,11 @@ class ColumnStore:
         np.save(tmp / "kind.npy", np.ascontiguousarray(part.kind))
         for space, mat in part.scores.items():
             np.save(tmp / f"scores.{space}.npy", np.ascontiguousarray(mat))
+            closure = part.closure[space]
+            np.save(tmp / f"closure.{space}.npy", np.ascontiguousarray(closure))
+            rows, top, sums = impact_lists(scores=mat, closure=closure, emap=emaps[space])
+            for what, arr in (("top_rows", rows), ("top_scores", top), ("sums", sums)):
+                np.save(tmp / f"{what}.{space}.npy", arr)
         os.replace(tmp, self.dir / name)
         return name
 
