@@ -36,11 +36,21 @@ BROKEN = "broken.flac"
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    try:
-        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
-    except Exception as exc:
-        skip_unless_ci(f"cannot start a local Ray cluster here: {type(exc).__name__}: {exc}")
+def cluster(tmp_path_factory):
+    """A local two-CPU Ray cluster in its own temp folder (never another run's /tmp/ray session); on a
+    loaded machine its start can time out once, so it gets a second try."""
+    error = None
+    for attempt in range(2):
+        try:
+            temp = tmp_path_factory.mktemp(f"ray{attempt}")
+            ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level=logging.WARNING,
+                     _temp_dir=str(temp))  # fmt: skip
+            break
+        except Exception as exc:  # any failure to start is reported below
+            error = exc
+            ray.shutdown()
+    else:
+        skip_unless_ci(f"cannot start a local Ray cluster here: {type(error).__name__}: {error}")
     yield
     ray.shutdown()
 

@@ -48,7 +48,10 @@ from .catalog import IncompatibleIndexError
 DEFAULT_PREFIX = "soundscope"
 DEFAULT_TIMEOUT = 10.0  # seconds for connecting and for each call (pymilvus retries within it)
 SLOW_TIMEOUT = 900.0  # seconds for the calls that wait on background work, below
-SLOW_CALLS = frozenset({"flush", "load_collection", "create_index", "release_collection", "drop_index"})
+# create_collection with a schema and index also loads the collection (it waits like load_collection)
+SLOW_CALLS = frozenset(
+    {"flush", "load_collection", "create_collection", "create_index", "release_collection", "drop_index"}
+)
 MAX_TOPK = 16_384  # Milvus' limit on k (and on one query page)
 BATCH_BYTES = 8 << 20  # rows per upsert request: well under the gRPC and proxy message limits
 DELETE_BATCH = 8_192  # keys per delete expression
