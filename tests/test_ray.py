@@ -188,12 +188,14 @@ def test_an_actor_killed_mid_run_fails_one_file_and_the_run_goes_on(both, corpus
         with caplog.at_level(logging.WARNING, logger="soundscope.distributed"):
             r = lib.index([corpus], jobs=2, ray=True, progress=kill_one)
         assert killed, "no busy Ray actor found to kill"
-        died = [f for f in r.failures if not f.path.endswith(BROKEN)]
-        assert len(died) == 1 and "the Ray worker analysing it died" in died[0].reason, r.failures
-        assert (r.indexed, r.failed) == (len(PICKS) - 1, 2)
+        died = [f for f in r.failures if "the Ray worker analysing it died" in f.reason]
+        assert len(died) == 1, r.failures
+        hit_broken = died[0].path.endswith(BROKEN)  # the busy actor may have been on the broken file itself
+        assert (r.indexed, r.failed) == ((len(PICKS), 1) if hit_broken else (len(PICKS) - 1, 2)), r.failures
         assert "a Ray worker died while analysing" in caplog.text
         again = lib.index([corpus], jobs=1)  # the blamed file is retried, like any failure
-        assert (again.indexed, again.unchanged, again.failed) == (1, len(PICKS) - 1, 1)
+        want = (0, len(PICKS), 1) if hit_broken else (1, len(PICKS) - 1, 1)
+        assert (again.indexed, again.unchanged, again.failed) == want
         assert lib.store.catalog.count() == len(PICKS)
 
 
