@@ -60,6 +60,34 @@ def timed(fn, args) -> list[float]:
     return out
 
 
+def stages(rec, users: list[str]) -> dict:
+    """p50 ms of the stages of a recommendation with a cached profile: candidates (taste searches in the
+    vector indexes, CF's best), their scores (item vectors, labels, tempo, CF), and the rest (MMR,
+    exploration, explanations), the rest being the whole call less the first two; and the median number
+    of candidates."""
+    times: dict[str, list[float]] = {"candidates": [], "score": [], "rank_and_explain": []}
+    counts = []
+    for u in users:
+        t0 = time.perf_counter()
+        profile = rec.profile(u)
+        items, scores, _ = rec.cf().scores(u)
+        top = items[np.argsort(-scores)[:50]] if items.size else np.zeros(0, np.int64)
+        ids = rec.candidates(profile, top)
+        t1 = time.perf_counter()
+        rec.score(profile, ids, user=u)
+        t2 = time.perf_counter()
+        rec.recommend(u, limit=10)
+        t3 = time.perf_counter()
+        times["candidates"].append(t1 - t0)
+        times["score"].append(t2 - t1)
+        times["rank_and_explain"].append(max(0.0, (t3 - t2) - (t2 - t0)))
+        counts.append(len(ids))
+    return {
+        **{k: round(float(np.median(v)) * 1000, 2) for k, v in times.items()},
+        "candidates_n": int(np.median(counts)),
+    }
+
+
 def run(data: Path, *, seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
     out: dict = {}
@@ -90,17 +118,15 @@ def run(data: Path, *, seed: int = 0) -> dict:
         warm = timed(lambda u: lib.recommend(user=u, limit=10), users)
         out["recommend_ms_profile_built"] = {k: v for k, v in _pct(cold).items()}
         out["recommend_ms_profile_cached"] = {k: v for k, v in _pct(warm).items()}
+        out["recommend_stages_p50_ms"] = stages(lib.recommender, users)
         qs = ["给我推荐一首慢歌", "rain", "dog barking", "piano music", "something quiet"]
         pairs = [(users[k], qs[k % len(qs)]) for k in range(len(users))]
         out["recommend_query_ms"] = {
             k: v for k, v in _pct(timed(lambda p: lib.recommend(p[1], user=p[0]), pairs)).items()
         }
-        out["search_plain_ms"] = {
-            k: v for k, v in _pct(timed(lambda p: lib.search(p[1], limit=10), pairs)).items()
-        }
+        out["search_plain_ms"] = {k: v for k, v in _pct(timed(lambda p: lib.search(p[1], limit=10), pairs)).items()}
         out["search_personal_ms"] = {
-            k: v
-            for k, v in _pct(timed(lambda p: lib.search(p[1], limit=10, user=p[0]), pairs)).items()
+            k: v for k, v in _pct(timed(lambda p: lib.search(p[1], limit=10, user=p[0]), pairs)).items()
         }
         seeds = [(users[k], int(rng.choice(ids))) for k in range(10)]
         out["radio_10_ms"] = {

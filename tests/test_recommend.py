@@ -20,6 +20,7 @@ from soundscope.recommend import (
     cluster_tastes,
     event_weight,
     explore_slots,
+    label_affinity,
     mmr,
     recency,
 )
@@ -146,6 +147,30 @@ def test_recommend_covers_both_tastes_avoids_dislikes_and_repeats(groups):
     # the exploration share: the last place comes from further down, drawn the same way until feedback changes
     a, b = rec.recommend("ana", limit=10), rec.recommend("ana", limit=10)
     assert [r.item_id for r in a] == [r.item_id for r in b] and "exploration" in a[-1].why[-1]
+
+
+def test_candidates_share_a_budget_and_score_only_their_rows(groups):
+    store, ids = groups
+    for i in ids["A"][:2] + ids["B"][:2] + ids["C"][:1]:
+        store.catalog.add_event("ana", i, "like")
+    rec = Recommender(store)
+    p = rec.profile("ana")
+    assert len(p.tastes) == 3
+    group = {i: g for g, members in ids.items() for i in members}
+    few = rec.candidates(p, np.zeros(0, np.int64), most=9)
+    assert 9 <= len(few) < 12 and {group[i] for i in few} == {"A", "B", "C"}  # every taste gets its share
+    assert not set(few) & p.seen
+    all_ids = rec.candidates(p, np.zeros(0, np.int64))
+    assert set(few) < set(all_ids) and len(all_ids) == 60 - len(p.seen)
+    m = store.columns()
+    rows = m.positions(np.asarray([*all_ids[::3], 10**9]))  # the last one is not in the library
+    for taste in p.tastes:
+        full = label_affinity(m, taste)
+        np.testing.assert_allclose(label_affinity(m, taste, rows)[:-1], full[rows[:-1]], rtol=1e-6)
+        assert label_affinity(m, taste, rows)[-1] == 0.0
+    vec = rec._matrix([all_ids[1], 10**9, all_ids[0]], "yamnet")  # in the order asked, zeros where absent
+    want = store.catalog.item_vector(all_ids[0], "yamnet")
+    assert np.allclose(vec[2], want / np.linalg.norm(want), atol=1e-6) and not vec[1].any()
 
 
 def test_no_history_no_shared_listening_recommends_nothing(groups):

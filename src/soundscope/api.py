@@ -120,7 +120,7 @@ class Library:
     ) -> list[Result]:
         """Best ``limit`` items for a free-text query, with scores and explanations. ``user``: personalised
         for this listener (re-ranked by their profile; unchanged for one with no history); None: off."""
-        if user is None:
+        if user is None or self.recommender.profile(user).empty:  # no history: exactly the plain search
             return self.searcher.search(query, limit=limit, filters=filters)
         from .recommend import POOL
 

@@ -16,7 +16,9 @@ catalog (``like``, ``dislike``, ``play`` with the seconds listened, ``skip``; :m
   share the library: item-item weights from everyone's positive events, blended with the content score;
   an item or listener without shared history falls back to content (cold start).
 * **Ranking** (:meth:`Recommender.recommend`): candidates come from the vector indexes (each taste's
-  centroid searched in its space; the CF's best items), never from a scan of all items in Python;
+  centroid searched in its space; the CF's best items), never from a scan of all items in Python; at
+  most :data:`CANDIDATES` of them, the tastes' hits taken rank by rank in turn, are read (one chunked
+  read of their item vectors) and scored, so the work is O(candidates) whatever the library's size;
   nothing the listener just played or ever disliked comes back; MMR (maximal marginal relevance over
   YAMNet vectors) keeps the list varied, and a share of it (:data:`EXPLORE`) is spent on items further down.
   With a query, the search's own ranking (constraints and meaning from :mod:`query`) is fused with the profile.
@@ -46,7 +48,9 @@ HALF_LIFE_DAYS = 30.0  # an event this old counts half
 MAX_EVENTS = 1000  # newest events of a listener that shape the profile
 CLUSTER_CUT = 0.2  # cosine distance (average linkage) beyond which two liked items are different tastes
 MAX_TASTES = 6
-NEIGHBOURS = 200  # segment neighbours fetched per taste and space
+NEIGHBOURS = 200  # segment neighbours fetched per taste and space, at most
+MIN_NEIGHBOURS = 40  # ... and at least (the budget below is shared out among a listener's taste searches)
+CANDIDATES = 300  # content candidates scored exactly per recommendation: taste hits taken rank by rank in turn
 POOL = 100  # search results re-ranked by a profile
 RECENT = 30  # items of this many newest events are not recommended again (no repeats of just-played)
 MMR_LAMBDA = 0.8  # relevance vs. novelty against what is already in the list
@@ -222,7 +226,9 @@ def _taste(catalog, m, members: list[int], net, content, music, rows) -> Taste:
     spaces = [CONTENT_SPACE] + ([MUSIC_SPACE.replace("msd", "mtt"), MUSIC_SPACE] if MUSIC_SPACE in centroid else [])
     for space in spaces:
         names = models.get(space, {}).get("labels") or []
-        scores = [catalog.item_scores(i, space) for i in members[:50]]
+        got_ids, got_rows = catalog.item_scores_many(members[:50], space)  # one chunked read per space
+        have = dict(zip(got_ids.tolist(), got_rows, strict=True))
+        scores = [have.get(i) for i in members[:50]]
         got = [(s, wi) for s, wi in zip(scores, w[:50], strict=False) if s is not None and s.size == len(names)]
         if not got:
             continue
@@ -261,10 +267,11 @@ def _label_fit(m, labels: list[tuple[str, int, str, float]], pos: int) -> float:
     return sum(float(m.label_row(space, pos)[j]) * p for space, j, _, p in labels) / max(total, 1e-9)
 
 
-def label_affinity(m, taste: Taste) -> np.ndarray:
-    """(n,) each item's fit to the taste's labels relative to the taste's own members (vectorised over
-    the label-major columns: k label rows, no loop over items)."""
-    out = np.zeros(m.n, np.float32)
+def label_affinity(m, taste: Taste, rows: np.ndarray | None = None) -> np.ndarray:
+    """(n,) each item's fit to the taste's labels relative to the taste's own members, or (c,) for the
+    column rows ``rows`` (c,) only (-1: absent, scored 0). Vectorised over the label-major columns: k
+    label rows (of the c rows), no loop over items."""
+    out = np.zeros(m.n if rows is None else len(rows), np.float32)
     total = sum(p for *_, p in taste.labels) or 1.0
     by_space: dict[str, tuple[list[int], list[float]]] = {}
     for space, j, _, p in taste.labels:
@@ -272,8 +279,27 @@ def label_affinity(m, taste: Taste) -> np.ndarray:
             by_space.setdefault(space, ([], []))[0].append(j)
             by_space[space][1].append(p / total)
     for space, (idx, w) in by_space.items():
-        out += m.label_scores(space, np.asarray(idx), np.asarray(w, np.float32))
+        weights = np.asarray(w, np.float32)
+        if rows is None:
+            out += m.label_scores(space, np.asarray(idx), weights)
+        else:
+            out += weights @ label_rows(m, space, np.asarray(idx), rows)
     return np.clip(out / taste.label_base, 0.0, 1.2)
+
+
+def label_rows(m, space: str, labels: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """(k, c) float32 scores of the labels ``labels`` (k,) of ``space`` at the column rows ``rows`` (c,)
+    (zeros at rows -1 or without scores in ``space``): one gather per column part, O(k x c)."""
+    rows = np.asarray(rows, np.int64)
+    out = np.zeros((len(labels), rows.size), np.float32)
+    part_of = np.searchsorted(m.offsets, rows, side="right") - 1
+    for k, part in enumerate(m.parts):
+        mat = part.scores.get(space)
+        sel = np.flatnonzero((rows >= 0) & (part_of == k))
+        if mat is None or sel.size == 0:
+            continue
+        out[:, sel] = np.asarray(mat[np.ix_(labels, rows[sel] - int(m.offsets[k]))], np.float32)
+    return out
 
 
 # -- collaborative filtering ---------------------------------------------------------------------
@@ -404,25 +430,52 @@ class Recommender:
 
     # -- scoring ---------------------------------------------------------------------------------
     def _neighbours(self, vector: np.ndarray, space: str, k: int = NEIGHBOURS) -> list[int]:
-        """Item ids whose segments are nearest ``vector`` in ``space`` (best first, each once)."""
+        """Item ids whose segments are nearest ``vector`` (d,) in ``space`` (best first, each once)."""
+        return self._neighbours_many(np.asarray(vector, np.float32)[None, :], space, k=k)[0]
+
+    def _neighbours_many(self, vectors: np.ndarray, space: str, *, k: int) -> list[list[int]]:
+        """For each query row of ``vectors`` (q, d): the item ids whose segments are nearest it in
+        ``space``, best first, each once. One index call per query (one batched request where the index
+        takes many), then one catalog read maps every segment found to its item."""
         try:
             index = self.store.vectors(space)
         except KeyError:
-            return []
-        if len(index) == 0:
-            return []
-        keys, _ = index.search(vector, min(k, len(index)))
+            return [[] for _ in vectors]
+        if len(index) == 0 or k <= 0:
+            return [[] for _ in vectors]
+        k = min(k, len(index))
+        if hasattr(index, "search_many"):
+            found = list(index.search_many(vectors, k)[0])
+        else:
+            found = [index.search(v, k)[0] for v in vectors]
+        keys = np.unique(np.concatenate(found)) if found else np.zeros(0, np.int64)
         seg = self.store.catalog.segment_items(keys.tolist())
-        return list(dict.fromkeys(seg[key][0] for key in keys.tolist() if key in seg))
+        return [list(dict.fromkeys(seg[key][0] for key in f.tolist() if key in seg)) for f in found]
 
-    def candidates(self, profile: Profile, cf_ids: np.ndarray) -> list[int]:
-        """Items near each taste (its centroid in each of its spaces) plus CF's best, unseen."""
-        out: list[int] = []
+    def candidates(self, profile: Profile, cf_ids: np.ndarray, *, most: int = CANDIDATES) -> list[int]:
+        """Unseen items near each taste (its centroid searched in each of its spaces, one index call per
+        space), at most ``most``: the searches' hits taken rank by rank in turn, so every taste gets its
+        share; then CF's best. O(tastes x neighbours), whatever the size of the library."""
+        queries: dict[str, list[np.ndarray]] = {}
         for taste in profile.tastes:
             for space, vec in taste.centroid.items():
-                out.extend(self._neighbours(vec, space))
-        out.extend(int(i) for i in cf_ids)
-        return [i for i in dict.fromkeys(out) if i not in profile.seen]
+                queries.setdefault(space, []).append(vec)
+        n_queries = sum(len(v) for v in queries.values())
+        k = min(NEIGHBOURS, max(MIN_NEIGHBOURS, 2 * most // max(n_queries, 1)))
+        ranked: list[list[int]] = []
+        for space, vecs in queries.items():
+            ranked.extend(self._neighbours_many(np.stack(vecs), space, k=k))
+        out: dict[int, None] = {}
+        for rank in range(max((len(r) for r in ranked), default=0)):
+            for hits in ranked:
+                if rank < len(hits) and hits[rank] not in profile.seen:
+                    out[hits[rank]] = None
+            if len(out) >= most:
+                break
+        for i in cf_ids.tolist():
+            if i not in profile.seen:
+                out[int(i)] = None
+        return list(out)
 
     def score(self, profile: Profile, ids: list[int], *, user: str | None = None) -> Scored:
         """Profile scores of the items ``ids`` (exact cosines on their stored item vectors)."""
@@ -430,18 +483,20 @@ class Recommender:
         n = ids_arr.size
         m = self.store.columns()
         pos = m.positions(ids_arr) if n else np.zeros(0, np.int64)
-        vec = self._matrix(ids, CONTENT_SPACE)
+        vec = self._matrix(ids_arr, CONTENT_SPACE)
+        mv = has = None
+        if any(MUSIC_SPACE in t.centroid for t in profile.tastes):  # read once, for every musical taste
+            mv = self._matrix(ids_arr, MUSIC_SPACE)
+            has = np.abs(mv).sum(1) > 0
         content = np.full(n, -1.0, np.float32)
         taste_of = np.full(n, -1, np.int64)
         total = sum(t.weight for t in profile.tastes) or 1.0
         for k, taste in enumerate(profile.tastes):
             s = vec @ taste.centroid[CONTENT_SPACE]
-            if MUSIC_SPACE in taste.centroid:
-                mv = self._matrix(ids, MUSIC_SPACE)
-                has = np.abs(mv).sum(1) > 0
+            if MUSIC_SPACE in taste.centroid and mv is not None:
                 s = np.where(has, 0.5 * s + 0.5 * (mv @ taste.centroid[MUSIC_SPACE]), s - 0.1)
             if taste.labels:
-                s = s + LABEL_WEIGHT * label_affinity(m, taste)[np.maximum(pos, 0)] * (pos >= 0)
+                s = s + LABEL_WEIGHT * label_affinity(m, taste, pos)
             if taste.tempo > 0 and n:
                 bpm = m.tempo[np.maximum(pos, 0)]
                 s = s + TEMPO_WEIGHT * np.where(bpm > 0, np.exp(-np.abs(bpm - taste.tempo) / 25.0), 0.0)
@@ -464,17 +519,22 @@ class Recommender:
             relevance += CF_WEIGHT * cf
         return Scored(ids_arr, relevance.astype(np.float32), content, taste_of, cf, vec)
 
-    def _matrix(self, ids: list[int], space: str) -> np.ndarray:
-        """(len(ids), d) unit item vectors of ``space`` in the order of ``ids`` (zeros where absent)."""
-        got = _vectors(self.store.catalog, ids, space)
-        dim = (
-            next(iter(got.values())).shape[0] if got else int(self.store.catalog.models().get(space, {}).get("dim", 1))
-        )
-        out = np.zeros((len(ids), dim), np.float32)
-        for k, i in enumerate(ids):
-            v = got.get(int(i))
-            if v is not None:
-                out[k] = v
+    def _dim(self, space: str) -> int:
+        return int(self.store.catalog.models().get(space, {}).get("dim", 1))
+
+    def _matrix(self, ids, space: str) -> np.ndarray:
+        """(len(ids), d) unit item vectors of ``space`` in the order of ``ids`` (zeros where absent): one
+        chunked catalog read, placed by sorted lookup (no loop over the rows)."""
+        ids_arr = np.asarray(ids, np.int64).reshape(-1)
+        got, vecs = self.store.catalog.item_vectors(ids_arr.tolist(), space) if ids_arr.size else (None, None)
+        if got is None or not got.size:
+            return np.zeros((ids_arr.size, self._dim(space)), np.float32)
+        order = np.argsort(got, kind="stable")
+        got, vecs = got[order], _unit(np.asarray(vecs[order], np.float32))
+        at = np.minimum(np.searchsorted(got, ids_arr), got.size - 1)
+        hit = got[at] == ids_arr
+        out = np.zeros((ids_arr.size, vecs.shape[1]), np.float32)
+        out[hit] = vecs[at[hit]]
         return out
 
     # -- public ----------------------------------------------------------------------------------
@@ -589,19 +649,24 @@ class Recommender:
             else CONTENT_SPACE  # fmt: skip
         sequence, current = [row.id], row.id
         banned = set(profile.seen) - {row.id}
+        vectors: dict[int, np.ndarray] = {}  # item -> unit vector in ``space``: each item read and scored once
+        relevance: dict[int, float] = {}
         for step in range(limit - 1):
-            vec = self.store.catalog.item_vector(current, space)
-            near = self._neighbours(_unit(vec), space, k=60) if vec is not None else []
+            vec = vectors.get(current)
+            if vec is None:
+                raw = self.store.catalog.item_vector(current, space)
+                vec = _unit(raw) if raw is not None else None
+            near = self._neighbours(vec, space, k=60) if vec is not None and vec.any() else []
             ids = [i for i in dict.fromkeys([*near, *pool]) if i not in banned and i not in sequence]
             if not ids:
                 break
-            here = self._matrix(ids, space) @ _unit(vec)
+            self._radio_score(profile, [i for i in ids if i not in vectors], space, vectors, relevance, user)
+            here = np.stack([vectors[i] for i in ids]) @ vec if vec is not None else np.zeros(len(ids))
             drift = 0.3 + 0.4 * step / max(limit - 2, 1)
             if profile.empty:
                 total = here
             else:
-                scored = self.score(profile, ids, user=user)
-                total = (1 - drift) * here + drift * scored.relevance
+                total = (1 - drift) * here + drift * np.asarray([relevance[i] for i in ids], np.float32)
             current = ids[int(np.argmax(total))]
             sequence.append(current)
         rows = {r.id: r for r in self.store.catalog.items(sequence)}
@@ -615,6 +680,16 @@ class Recommender:
                               r.description, r.duration_s, [], {}, ["radio"]))  # fmt: skip
         return out
 
+    def _radio_score(self, profile: Profile, new: list[int], space: str, vectors: dict, relevance: dict, user: str):
+        """Read (unit vectors in ``space``) and score (profile relevance) the items ``new`` into the caches."""
+        if not new:
+            return
+        scored = None if profile.empty else self.score(profile, new, user=user)
+        mat = scored.vectors if scored is not None and space == CONTENT_SPACE else self._matrix(new, space)
+        vectors.update(zip(new, mat, strict=True))
+        if scored is not None:
+            relevance.update(zip(new, scored.relevance.tolist(), strict=True))
+
     # -- explanations ----------------------------------------------------------------------------
     def _why(self, profile: Profile, scored: Scored, k: int, language: str) -> list[str]:
         out = []
@@ -625,8 +700,8 @@ class Recommender:
             liked = taste.items[int(np.argmax(sims))]
             out.append(self._because(liked, taste, language))
         if scored.cf[k] > 0.2:
-            _, _, mine = self.cf().scores(profile.user)
             lc = self.cf()
+            _, _, mine = lc.scores(profile.user)
             col = {int(i): j for j, i in enumerate(lc.items)}
             j = col.get(int(scored.ids[k]))
             if j is not None and lc.model is not None and lc.model.B is not None and mine.size:

@@ -819,7 +819,7 @@ class Catalog:
     def _item_rows(self, ids: Iterable[int], space: str, column: str) -> tuple[np.ndarray, np.ndarray]:
         assert column in ("scores", "embedding")
         ids = list(ids)
-        got, rows = [], []
+        got, blobs = [], []
         for i in range(0, len(ids), 500):
             part = ids[i : i + 500]
             for item_id, blob in self.conn.execute(
@@ -828,10 +828,13 @@ class Catalog:
                 (space, *part),
             ):
                 got.append(item_id)
-                rows.append(from_blob(blob))
+                blobs.append(blob)
         if not got:
             return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
-        return np.asarray(got, np.int64), np.stack(rows)
+        if len({len(b) for b in blobs}) == 1:  # one decode for all rows, not one array per row
+            rows = np.frombuffer(b"".join(blobs), dtype=np.float16).reshape(len(blobs), -1).astype(np.float32)
+            return np.asarray(got, np.int64), rows
+        return np.asarray(got, np.int64), np.stack([from_blob(b) for b in blobs])
 
     def ids_under(self, prefix: str) -> np.ndarray:
         """(m,) ids of items at ``prefix`` or below it (an indexed range scan on the path column)."""
