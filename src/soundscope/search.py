@@ -31,7 +31,7 @@ from . import analyze, describe, ontology, textnorm, wordmatch
 from .ingest import DESCRIPTION_SPACE, TRANSCRIPT_SPACE
 from .store import Columns, Store
 from .store.columns import KINDS
-from .store.entries import Term
+from .store.entries import Term, best_of
 from .text import TextEncoder
 from .types import Analyzer, Result
 
@@ -243,12 +243,7 @@ class LabelMatch:
 def top_k(score: np.ndarray, ok: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The best ``k`` rows of ``score`` (n,) among those where ``ok`` (n,) holds: (rows (m,), scores (m,)),
     best first, ties in row order. O(n) vectorised selection (argpartition), then a sort of m <= k."""
-    rows = np.flatnonzero(ok)
-    if rows.size > k:
-        part = np.argpartition(-score[rows], k - 1)[:k]
-        rows = np.sort(rows[part])
-    order = np.argsort(-score[rows], kind="stable")
-    return rows[order], score[rows[order]].astype(np.float32)
+    return best_of(score, np.flatnonzero(ok), k)
 
 
 def readable(encoder: TextEncoder, texts: list[str]) -> list[bool]:
@@ -629,11 +624,7 @@ class Searcher:
         """A ranker's best ``k`` rows among those with evidence (score > 0) that pass ``mask`` (the mask is
         read at the few rows with evidence only)."""
         rows = np.flatnonzero(score > 0)
-        rows = rows[mask[rows]]
-        if rows.size > k:
-            rows = np.sort(rows[np.argpartition(-score[rows], k - 1)[:k]])
-        order = np.argsort(-score[rows], kind="stable")
-        return rows[order], score[rows[order]].astype(np.float32)
+        return best_of(score, rows[mask[rows]], k)
 
     def _description(
         self, m: Columns, q: np.ndarray, mask: np.ndarray, k: int, limit: int

@@ -35,7 +35,7 @@ import numpy as np
 
 from .. import faults
 from .catalog import Catalog
-from .entries import LIST_STEPS, EntryMap, Term, closure_rows, entry_map, entry_rows, impact_lists
+from .entries import LIST_STEPS, EntryMap, Term, best_of, closure_rows, entry_map, entry_rows, impact_lists
 
 KINDS = ("sound", "music", "speech")
 FORMAT = 2  # bump when the part layout changes: older parts are then rebuilt
@@ -185,11 +185,7 @@ class Columns:
                 order = np.lexsort((cand, -score))[:k]
                 return cand[order], score[order]
         score = self.weighted(terms)
-        rows = np.flatnonzero(ok & (score >= floor))
-        if rows.size > k:
-            rows = np.sort(rows[np.argpartition(-score[rows], k - 1)[:k]])
-        order = np.argsort(-score[rows], kind="stable")
-        return rows[order], score[rows[order]]
+        return best_of(score, np.flatnonzero(ok & (score >= floor)), k)
 
     def _candidates(self, terms: list[Term], depth: int) -> tuple[np.ndarray, float] | None:
         """(rows, bound): the union of every term's first ``depth`` list rows in every part (all rows of a

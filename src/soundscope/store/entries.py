@@ -95,6 +95,15 @@ def impact_lists(*, scores: np.ndarray, closure: np.ndarray, emap: EntryMap) -> 
     return rows, top, sums
 
 
+def best_of(score: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The best ``k`` of ``rows`` (m,) ascending by ``score`` (n,): (rows, float32 scores), best first, ties
+    in row order. O(m) selection (argpartition), then a sort of at most k."""
+    if rows.size > k:
+        rows = np.sort(rows[np.argpartition(-score[rows], k - 1)[:k]])
+    order = np.argsort(-score[rows], kind="stable")
+    return rows[order], score[rows[order]].astype(np.float32)
+
+
 @dataclass
 class Term:
     """One space's share of a weighted label query: entries (k,) with weights (k,) >= 0."""
