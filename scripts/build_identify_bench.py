@@ -6,8 +6,11 @@ hyperrogue-music and ufoai-music (fetched with ``apt-get download``; NOT wesnoth
 nexuiz-music or singularity-music, which are held out), plus the librosa example music in
 ../shared/data/librosa. Negatives: planetblupi-music-ogg, which is not in the reference set.
 
-Seeded excerpts at random offsets, each cut at 2, 5 and 10 s, under the conditions below (ffmpeg for
-cutting and MP3, sox for speed and the telephone band, numpy for noise at a set SNR). The audio
+Seeded excerpts at random offsets, each cut at 2, 5 and 10 s, under the nine conditions of issue 13 (ffmpeg
+for cutting and MP3, sox for speed, pitch, the telephone band and a speaker in a reverberant room, numpy for
+noise at a set SNR): clean, MP3 64 kb/s, white and pink noise at 0 dB SNR, speed +3 % and -3 % (pitch and
+tempo), telephone band (8 kHz, 300-3400 Hz), pitch +3 % with the tempo kept, and "speaker" (200-7000 Hz,
+room reverb, pink room noise at 10 dB SNR). The audio
 stays in ``--out`` (default ~/.cache/soundscope/identify-bench), never in the repository; the
 labels go to ``queries.csv`` and the reference list to ``references.csv``.
 
@@ -38,7 +41,7 @@ LIBROSA_MUSIC = ["Kevin_MacLeod_-_Vibe_Ace", "admiralbob77_-_Choice_-_Drum-bass"
                  "sorohanro_-_solo-trumpet-06", "Karissa_Hobbs_-_Lets_Go_Fishin",
                  "147793__setuniman__sweet-waltz-0i-22mi",
                  "442789__lena-orsa__happy-music-pistachio-ice-cream-ragtime"]  # fmt: skip
-CONDITIONS = ["clean", "mp3_64k", "white_0db", "pink_0db", "speed_+3", "speed_-3", "telephone"]
+CONDITIONS = ["clean", "mp3_64k", "white_0db", "pink_0db", "speed_+3", "speed_-3", "telephone", "pitch_+3", "speaker"]
 LENGTHS = [2, 5, 10]
 RATE = 44100
 AUDIO_EXT = {".ogg", ".mp3", ".wav", ".flac"}
@@ -67,8 +70,11 @@ def fetch_packages(names: list[str], out: Path) -> list[Path]:
                 with zipfile.ZipFile(pk3) as z:
                     z.extractall(pk3.parent / (pk3.stem + "_pk3"),
                                  [m for m in z.namelist() if Path(m).suffix.lower() in AUDIO_EXT])  # fmt: skip
-        files += sorted(p for p in target.rglob("*") if p.suffix.lower() in AUDIO_EXT and "/sounds/" not in str(p)
-                        and not p.is_symlink())  # drascula links one copy of its music per language
+        files += sorted(
+            p
+            for p in target.rglob("*")
+            if p.suffix.lower() in AUDIO_EXT and "/sounds/" not in str(p) and not p.is_symlink()
+        )  # drascula links one copy of its music per language
     unique: dict[str, Path] = {}
     for p in files:  # the same bytes twice would make "which recording" ambiguous
         unique.setdefault(hashlib.blake2b(p.read_bytes(), digest_size=16).hexdigest(), p)
@@ -128,6 +134,16 @@ def make_condition(src: Path, dst: Path, cond: str, length: float, rng: np.rando
         run(["sox", str(src), str(dst), "speed", str(factor), "trim", "0", str(length)])
     elif cond == "telephone":
         run(["sox", str(src), "-r", "8000", str(dst), "sinc", "300-3400", "trim", "0", str(length)])
+    elif cond == "pitch_+3":  # pitch up 3 % (51 cents), tempo kept: a transposed / pitch-corrected edit
+        run(["sox", str(src), str(dst), "pitch", "51", "trim", "0", str(length)])
+    elif cond == "speaker":  # played on a small speaker in a room, recorded by a phone: band, reverb, room noise
+        room = tmp / "room.wav"
+        run(["sox", str(src), str(room), "sinc", "200-7000", "reverb", "60", "50", "80", "gain", "-n", "-3"])
+        y = read_wav(room)[: int(length * RATE)].astype(np.float64)
+        z = noise("pink", y.size, rng)
+        z *= np.sqrt(np.mean(y**2) / max(np.mean(z**2), 1e-12) / 10.0)  # room noise at 10 dB SNR
+        mix = y + z
+        write_wav(dst, mix / max(1.0, np.abs(mix).max()))
     else:
         raise ValueError(cond)
 

@@ -226,3 +226,57 @@ def _check_interfaces(lib, y: np.ndarray, tmp_path: Path) -> None:
         events = list(lib.identify_stream(f))
     assert events and Path(events[0]["path"]).name in whole and events[0]["at_s"] <= 3.0
     assert abs(events[0]["offset_s"] - (50 + events[0]["at_s"])) < 0.6  # where the stream is now
+
+
+def test_check_reports_a_corrupt_fingerprint_index_and_repairs_it(tmp_path):
+    """``soundscope check`` sees a truncated part and a live item masked as deleted; repair re-fingerprints."""
+    import json
+
+    from soundscope.check import check
+
+    store = Store(tmp_path / "lib")
+    signals = {}
+    for k in range(3):
+        y = synthetic_music(20, seed=k)
+        path = write_audio(tmp_path / f"s{k}.wav", y, SR)
+        item_id, _ = store.catalog.put_item(_item(k, str(path), 20.0), [], [])
+        store.fingerprints().add(item_id, fp.fingerprint(y=y))
+        store.flush()  # one part per item
+        signals[item_id] = y
+    fingerprints = {c.name: c for c in check(store, repair=False).checks}["fingerprints"]
+    assert fingerprints.ok, fingerprints.detail
+    store.close()
+    fdir = tmp_path / "lib" / "fingerprints"
+    manifest = json.loads((fdir / "manifest.json").read_text())
+    broken = fdir / f"{manifest['parts'][0]['name']}-t.npy"
+    broken.write_bytes(broken.read_bytes()[:200])  # truncated
+    manifest["dead"] = [3]  # a live item masked as deleted
+    (fdir / "manifest.json").write_text(json.dumps(manifest))
+    store = Store(tmp_path / "lib")
+    report = check(store, repair=False)
+    c = {c.name: c for c in report.checks}["fingerprints"]
+    assert not c.ok and "unreadable" in c.detail and "masked as deleted" in c.detail, c.detail
+    assert not report.ok
+    c = {c.name: c for c in check(store, repair=True).checks}["fingerprints"]
+    assert c.repaired and "dropped 1 bad part, re-fingerprinted 1 item" in c.detail, c.detail
+    assert {c.name: c for c in check(store, repair=False).checks}["fingerprints"].ok
+    for item_id, y in signals.items():
+        assert identify.identify_array(store, y[SR * 5 : SR * 10])[0].item_id == item_id
+    store.close()
+
+
+def test_by_item_reads_every_item_back_through_bounded_buckets(synthetic_store):
+    """``duplicates`` reads the index item by item; spilled to bucket files it gives the same entries."""
+    store, signals = synthetic_store
+    index = store.fingerprints()
+    counts_whole, whole = index.by_item(max_entries=10**9)
+    expect = {i: (h.copy(), t.copy()) for i, h, t in whole}
+    counts, items = index.by_item(max_entries=1000)  # ~7 buckets
+    assert list(index.dir.glob(".by-item-*"))
+    got = {i: (h, t) for i, h, t in items}
+    assert not list(index.dir.glob(".by-item-*"))  # removed once read
+    assert counts == counts_whole and set(got) == set(expect) == set(signals)
+    for i, (h, t) in got.items():
+        assert counts[i] == h.size > 1000
+        a, b = np.lexsort((h, t)), np.lexsort((expect[i][0], expect[i][1]))
+        assert np.array_equal(h[a], expect[i][0][b]) and np.array_equal(t[a], expect[i][1][b])

@@ -20,6 +20,10 @@ What is checked (and what ``repair`` does):
   it and its ``.json`` sidecar, readable, dimension, count, no key above its watermark), then the keys
   a search sees (the saved index plus what the catalog gained and lost since) against the ids of the
   rows holding an embedding in that space (delete the file and write it afresh from SQLite).
+- **fingerprints**: the identify index (:meth:`~soundscope.store.fingerprints.FingerprintIndex.verify`):
+  parts readable and well formed, deleted items masked and live ones not; items not fingerprinted yet
+  are reported, not failed (drop the bad parts, recompute the mask, re-fingerprint the items left
+  without, from their files).
 - **files on disk**: indexed files that are gone (reported; only ``prune`` drops their items).
 
 No saved index at all is fine (a small library is searched from the catalog delta until the writer
@@ -118,6 +122,7 @@ def _run(store: Store, *, repair: bool, prune: bool) -> CheckReport:
     ]
     for space in _vector_spaces(store):
         specs.append(_Spec(f"vectors: {space}", _vectors_diagnose(space), _vectors_fix(space)))
+    specs.append(_Spec("fingerprints", _fingerprints, _repair_fingerprints))
     specs.append(_Spec("files on disk", _files, _prune if prune else None))
 
     report = CheckReport(str(store.data_dir), repair=repair)
@@ -425,6 +430,43 @@ def _vectors_fix(space: str) -> Fix:
         return f"rebuilt from the catalog ({_plural(len(store.vectors(space)), 'vector')})"
 
     return fix
+
+
+# -- fingerprints (identify, duplicates) ---------------------------------------------------------
+
+
+def _fingerprints(store: Store) -> tuple[bool, str]:
+    index = store.fingerprints()
+    problems = index.verify()
+    if problems:
+        return False, "; ".join(problems[:EXAMPLES]) + ("; ..." if len(problems) > EXAMPLES else "")
+    st = index.stats()
+    waiting = index.pending()
+    return True, (f"{_plural(st['fingerprint_items'], 'item')}, {st['fingerprint_hashes']} hashes in "
+                  f"{_plural(st['fingerprint_parts'], 'part')}, consistent with the catalog"
+                  + (f"; {_plural(waiting, 'item')} not fingerprinted yet (the next index run does them)"
+                     if waiting else ""))  # fmt: skip
+
+
+def _repair_fingerprints(store: Store) -> str:
+    from . import decode
+    from . import fingerprint as fp
+
+    index = store.fingerprints()
+    dropped = index.repair()
+    redone = failed = 0
+    for row in store.catalog.items(int(i) for i in index.missing()):
+        try:
+            acc = fp.FingerprintAccumulator()
+            for block in decode.stream(row.path, sample_rate=fp.SAMPLE_RATE, block_s=30.0):
+                acc.push(block)
+            index.add(row.id, acc.result())
+            redone += 1
+        except (decode.DecodeError, OSError):
+            failed += 1
+    index.flush()
+    return (f"dropped {_plural(dropped, 'bad part')}, re-fingerprinted {_plural(redone, 'item')}"
+            + (f" ({failed} unreadable)" if failed else ""))  # fmt: skip
 
 
 # -- files ---------------------------------------------------------------------------------------

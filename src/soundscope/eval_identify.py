@@ -1,6 +1,8 @@
 """``soundscope eval --section identify``: excerpt identification on the benchmark that
 ``scripts/build_identify_bench.py`` builds (real game and librosa music; seeded 2/5/10 s excerpts
-under noise, codecs, speed changes and the telephone band; negatives from music not in the reference).
+under the issue's nine conditions: clean, MP3 64k, white and pink noise at 0 dB SNR, speed +/-3 %, the
+telephone band, pitch +3 % with the tempo kept, and a speaker in a reverberant room; negatives from
+music not in the reference).
 
 The reference library is built from scratch under ``<bench>/library`` through the same code path as
 ingest's fingerprint stage (streamed decode at 16 kHz -> :class:`fingerprint.FingerprintAccumulator` ->
@@ -153,5 +155,5 @@ def format_table(r: dict[str, Any]) -> str:
 
 
 def _cond_order(c: str) -> int:
-    order = ["clean", "mp3_64k", "white_0db", "pink_0db", "speed_+3", "speed_-3", "telephone"]
+    order = ["clean", "mp3_64k", "white_0db", "pink_0db", "speed_+3", "speed_-3", "telephone", "pitch_+3", "speaker"]
     return order.index(c) if c in order else len(order)

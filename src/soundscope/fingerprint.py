@@ -7,14 +7,17 @@ Olaf/Panako (J. Six), with two changes aimed at where those fail:
   speed-invariant triplets (Panako), the *query* side keeps its peaks at sub-bin, sub-frame precision
   and re-hashes them under a grid of speed hypotheses (``r`` in +/-4 % by 0.5 %): a query sped up by
   ``r`` has its frequencies multiplied by ``r`` and its times divided by it, so undoing that before
-  quantisation gives the reference's hashes. ``f1`` is quantised on a log scale (24 steps per octave),
+  quantisation gives the reference's hashes. ``f1`` is quantised on a log scale (20 steps per octave),
   which a few percent of speed moves by less than a step. The stored index stays that of plain pairs
   (small, ~12 bytes a hash), and every hypothesis costs only table look-ups.
 * **Noise.** Peaks are picked on a spectrally whitened log spectrogram (level minus its local mean),
-  in 150-3600 Hz (telephone band and where music's energy is), ranked by prominence and capped per
-  second; references keep a sparse set (what is stored), queries a denser one (free), so a
-  reference peak that survives the noise is still found among the query's. Near a quantisation
-  boundary, the query also probes the neighbouring cell (multi-probe).
+  in 50-3600 Hz (the bass too: bass-heavy music keeps most of its energy below 150 Hz, and at 0 dB
+  SNR that is where its peaks survive), ranked by prominence plus log level (a peak's survival in
+  noise follows its level: 17 % of the quietest quarter of reference peaks survive 0 dB pink noise,
+  86 % of the loudest) and capped per second; references keep a sparse set (what is stored),
+  queries a denser one with a wider fan-out (free), so a reference peak that survives the noise is
+  still found among the query's. Near a quantisation boundary, the query also probes the
+  neighbouring cell (multi-probe).
 
 Matching counts, per (item, offset, hypothesis), the query pairs whose hashes agree on one time
 offset (+/- 1 frame); the best count is the evidence, and :func:`confidence` maps it and the
@@ -37,21 +40,23 @@ SAMPLE_RATE = 16000  # Hz: the rate ingest already decodes at (no resampling)
 N_FFT = 2048  # 128 ms window: narrow bins (7.8 Hz) concentrate tonal energy above the noise
 HOP = 512  # 32 ms
 FRAME_S = HOP / SAMPLE_RATE
-F_MIN_HZ, F_MAX_HZ = 150.0, 3600.0
+F_MIN_HZ, F_MAX_HZ = 50.0, 3600.0
 BIN_HZ = SAMPLE_RATE / N_FFT
 LO_BIN, HI_BIN = int(F_MIN_HZ / BIN_HZ), math.ceil(F_MAX_HZ / BIN_HZ)
 PEAK_T, PEAK_F = 7, 9  # a peak is the maximum of (2*PEAK_T+1) frames x (2*PEAK_F+1) bins around it
 BG_T, BG_F = 9, 41  # whitening: level minus its mean over this neighbourhood
 REF_DENSITY, QUERY_DENSITY = 10, 24  # peaks kept per second of audio
-REF_FANOUT, QUERY_FANOUT = 3, 6  # pairs per anchor peak
+REF_FANOUT, QUERY_FANOUT = 3, 10  # pairs per anchor peak (the query's denser peaks need more to reach the same targets)
 DT_MAX = 63  # frames (2 s): target zone length
 DF_MAX = 63  # bins (490 Hz): target zone half height
-F1_STEPS_PER_OCTAVE = 24
+F1_STEPS_PER_OCTAVE = 20  # 128 levels: 50 Hz .. 4.2 kHz
 F1_LEVELS = 128
+RANK_LEVEL = 1.0  # peaks are ranked by prominence + this x log level: loud peaks are the ones that survive noise
 SILENCE_POWER = 1e-9  # |X|^2 of a Hann-windowed frame below which nothing is a peak (digital silence)
-FP_VERSION = "landmark-v1"
+FP_VERSION = "landmark-v2"
 PARAMS = {"version": FP_VERSION, "sr": SAMPLE_RATE, "n_fft": N_FFT, "hop": HOP, "density": REF_DENSITY,
-          "fanout": REF_FANOUT, "band_hz": [F_MIN_HZ, F_MAX_HZ]}  # fmt: skip
+          "fanout": REF_FANOUT, "band_hz": [F_MIN_HZ, F_MAX_HZ], "f1_steps": F1_STEPS_PER_OCTAVE,
+          "rank_level": RANK_LEVEL}  # fmt: skip
 SPEEDS = tuple(round(1.0 + 0.005 * k, 4) for k in range(-8, 9))  # speed hypotheses, query relative to reference
 
 
@@ -125,7 +130,7 @@ def pick_peaks(*, logspec: np.ndarray, density: int, lo: int = 0, hi: int | None
     ti, fi = np.nonzero(is_peak)
     if ti.size == 0:
         return Peaks.concat([])
-    score = prominence[ti, fi]
+    score = prominence[ti, fi] + RANK_LEVEL * logspec[ti, fi]
     sec = (ti + frame0) // 31
     order = np.lexsort((-score, sec))
     ti, fi, score, sec = ti[order], fi[order], score[order], sec[order]
@@ -384,16 +389,23 @@ def best_alignments(
     return out
 
 
-# Confidence: a logistic over the aligned-pair count, calibrated on the identify benchmark's
-# negatives and positives (see evaluate.identify): below MIN_SCORE nothing is reported.
-MIN_SCORE = 10
-CONF_MID, CONF_SCALE = 10.0, 1.0
+# Confidence: a logistic over the evidence, calibrated on the identify benchmark (soundscope eval
+# --section identify): 0.5 sits 0.8 above the highest evidence of its 270 negative queries, so the
+# reported matches keep a false-positive rate under 0.5 %. Below MIN_SCORE nothing is reported.
+MIN_SCORE = 6
+CONF_MID, CONF_SCALE = 6.5, 0.75
+RUNNER_UP_WEIGHT = 0.25  # the next item's count estimates this query's chance level
+SPEED_PENALTY = 1.0  # a match under one of the 16 non-unit speed hypotheses won a wider search
+PAIRS_PER_VOTE = 1000  # chance alignments grow with the query's pairs: one vote per this many
 
 
-def confidence(*, score: int, runner_up: int) -> float:
+def confidence(*, score: int, runner_up: int, speed: float = 1.0, n_pairs: int = 0) -> float:
     """Probability-like confidence (0..1) that the best match is right, from its aligned-pair count
-    ``score`` and the next item's (random matches reach a few pairs; the margin above them counts)."""
-    evidence = score - 0.5 * runner_up
+    ``score``, the next item's, the speed hypothesis it won under and the query's pair count
+    ``n_pairs``: chance matches reach a few pairs, more for long queries (more pairs to collide) and
+    for the best of 17 hypotheses, so the evidence is the margin above what chance gives that query."""
+    evidence = score - RUNNER_UP_WEIGHT * runner_up - n_pairs / PAIRS_PER_VOTE
+    evidence -= SPEED_PENALTY if abs(speed - 1.0) > 1e-9 else 0.0
     return float(1.0 / (1.0 + math.exp(-(evidence - CONF_MID) / CONF_SCALE)))
 
 
@@ -441,5 +453,6 @@ def _match(*, peaks: Peaks, lookup, speeds: tuple[float, ...], top: int) -> list
     ranked = sorted(best.values(), key=lambda c: -c.score)[:top]
     for i, c in enumerate(ranked):
         runner = ranked[i + 1].score if i + 1 < len(ranked) else 0
-        c.confidence = confidence(score=c.score, runner_up=runner if i == 0 else ranked[0].score)
+        c.confidence = confidence(score=c.score, runner_up=runner if i == 0 else ranked[0].score, speed=c.speed,
+                                  n_pairs=c.n_pairs)  # fmt: skip
     return ranked

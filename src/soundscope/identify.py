@@ -150,7 +150,9 @@ def identify_stream(
 # -- duplicates --------------------------------------------------------------------------------
 DUP_MIN_SCORE = 20  # aligned pairs between two items
 DUP_MIN_SHARE = 0.04  # ... and at least this share of the shorter one's hashes in the overlap
-DUP_SPEED_SAMPLE = 3000  # hashes of an item re-hashed under each non-unit speed hypothesis
+DUP_SPEED_SAMPLE = 800  # hashes of an item re-hashed under each non-unit speed hypothesis
+DUP_UNIT_SAMPLE = 4000  # hashes of an item looked up at unit speed (a 2.5-minute track has them all)
+DUP_MAX_ENTRIES = 20_000_000  # index entries held in memory at once (240 MB) while items are read back
 
 
 def _stored_query(hashes: np.ndarray, times: np.ndarray, speed: float) -> fp.QueryHashes:
@@ -182,15 +184,20 @@ def _stored_query(hashes: np.ndarray, times: np.ndarray, speed: float) -> fp.Que
     return fp.QueryHashes(speed, np.concatenate(out_h), np.concatenate(out_t), np.concatenate(out_p))
 
 
+def _sample(rng: np.random.Generator, n: int, k: int) -> np.ndarray:
+    """Sorted indices of ``k`` of ``n`` entries drawn at random (all of them when ``n <= k``)."""
+    return np.sort(rng.choice(n, k, replace=False)) if n > k else np.arange(n)
+
+
 def _relations(store: Store, item_id: int, hashes: np.ndarray, times: np.ndarray) -> list[dict[str, Any]]:
     """Other items that share aligned landmarks with ``item_id``: (item, offset, speed, score)."""
     index = store.fingerprints()
     found: dict[int, dict[str, Any]] = {}
     rng = np.random.default_rng(item_id)
-    sample = np.sort(rng.choice(hashes.size, DUP_SPEED_SAMPLE, replace=False)) if hashes.size > DUP_SPEED_SAMPLE \
-        else np.arange(hashes.size)  # fmt: skip
+    unit = _sample(rng, hashes.size, DUP_UNIT_SAMPLE)
+    sample = _sample(rng, hashes.size, DUP_SPEED_SAMPLE)
     for speed in fp.SPEEDS:
-        h, t = (hashes, times) if speed == 1.0 else (hashes[sample], times[sample])
+        h, t = (hashes[unit], times[unit]) if speed == 1.0 else (hashes[sample], times[sample])
         q = _stored_query(h, t, speed)
         q_idx, items, ref_t = index.lookup(q.hashes)
         keep = items != item_id
@@ -211,6 +218,11 @@ def duplicates(store: Store) -> list[dict[str, Any]]:
     Each group lists its members; every member but the group's reference (the longest) says how it
     relates to it (``relation``: exact copy | re-encoding | excerpt | contains | speed-changed) and where
     (``offset_s``: where the member starts in the reference).
+
+    Bounded memory: the index is read back one item at a time (:meth:`FingerprintIndex.by_item`, at
+    most :data:`DUP_MAX_ENTRIES` entries held), and each item's sampled hashes are looked up in it as
+    a query would be (:data:`DUP_UNIT_SAMPLE` at unit speed, :data:`DUP_SPEED_SAMPLE` under each other
+    speed); only the catalog rows and the edges found stay in memory.
     """
     cat = store.catalog
     rows = {r.id: r for r in cat.items()}
@@ -231,14 +243,11 @@ def duplicates(store: Store) -> list[dict[str, Any]]:
         for other in ids[1:]:
             parent[find(other)] = find(ids[0])
             edges[(other, ids[0])] = {"relation": "exact copy", "offset_s": 0.0, "speed": 1.0, "score": None}
-    h_all, i_all, t_all = index.all_entries()
-    starts = np.searchsorted(i_all, np.asarray(sorted(rows), np.uint32), side="left")
-    ends = np.searchsorted(i_all, np.asarray(sorted(rows), np.uint32), side="right")
-    counts = {i: int(e - s) for i, s, e in zip(sorted(rows), starts, ends, strict=True)}
-    for item_id, s, e in zip(sorted(rows), starts, ends, strict=True):
-        if e - s == 0:
+    counts, per_item = index.by_item(max_entries=DUP_MAX_ENTRIES)
+    for item_id, hashes, times in per_item:  # one item's hashes at a time, queried against the index
+        if item_id not in rows:
             continue
-        for rel in _relations(store, item_id, h_all[s:e], t_all[s:e]):
+        for rel in _relations(store, item_id, hashes, times):
             other = rel["item"]
             if other not in rows or rows[other].content_hash == rows[item_id].content_hash:
                 continue

@@ -28,8 +28,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
+import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,7 +48,7 @@ PRESENT = np.uint32(0xFFFFFFFF)  # one entry per item with this hash (no real ha
 BUFFER_MAX = 2_000_000  # hashes held by the writer before a part is written
 PURGE_SHARE = 0.1  # dead hashes above this share of the index trigger a full merge
 HASH_SPACE = 1 << 20  # distinct hash values (fingerprint.pack)
-BUCKET_CAP = 8  # a look-up skips hashes stored more than this many times the average (and >= 64): the
+BUCKET_CAP = 3  # a look-up skips hashes stored more than this many times the average (and >= 64): the
 # commonest landmarks (low notes, short gaps) say little about which recording it is and cost the most hits
 
 
@@ -59,6 +62,28 @@ class _Part:
 
     def __len__(self) -> int:
         return int(self.hashes.shape[0])
+
+
+def _part_problems(part: _Part, entry: dict[str, Any]) -> list[str]:
+    """What is wrong inside one opened part (lengths, order, its ids column, the manifest's count)."""
+    n = len(part)
+    if part.items.shape[0] != n or part.times.shape[0] != n:
+        return [f"columns of unequal length ({n}, {part.items.shape[0]}, {part.times.shape[0]})"]
+    out = []
+    if entry.get("n", n) != n:
+        out.append(f"holds {n} entries, the manifest says {entry.get('n')}")
+    step = 1 << 24  # read in blocks: bounded memory on a part of 10^9 entries
+    seen = []
+    for lo in range(0, n, step):
+        h = np.asarray(part.hashes[lo : min(n, lo + step + 1)])
+        if h.size > 1 and bool((h[1:] < h[:-1]).any()):
+            out.append("hashes not sorted")
+            break
+        seen.append(np.unique(np.asarray(part.items[lo : lo + step])))
+    items = np.unique(np.concatenate(seen)) if seen else np.zeros(0, np.uint32)
+    if not np.array_equal(items, np.asarray(part.ids)):
+        out.append("its item list does not match its entries")
+    return out
 
 
 class FingerprintIndex:
@@ -94,7 +119,13 @@ class FingerprintIndex:
             "tomb_seq": int(manifest.get("tomb_seq", 0)),
             "dead": manifest.get("dead", []),
         }
-        self.parts = [self._open_part(p["name"]) for p in self.manifest["parts"]]
+        self.parts, self.broken = [], []  # an unreadable part is left out: its items become missing()
+        for p in self.manifest["parts"]:
+            try:
+                self.parts.append(self._open_part(p["name"]))
+            except (OSError, ValueError):
+                self.broken.append(p["name"])
+        self.manifest["parts"] = [p for p in self.manifest["parts"] if p["name"] not in self.broken]
         self._stamp = stamp
         self._dead_cache: tuple[int, np.ndarray] | None = None
 
@@ -173,18 +204,71 @@ class FingerprintIndex:
             return np.zeros(0, np.uint32), np.zeros(0, np.uint32)
         return np.concatenate(hs), np.concatenate(ts)
 
-    def all_entries(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(hashes, items, times) of every live entry, grouped by item (for batch duplicate search)."""
-        if not self.parts:
-            z = np.zeros(0, np.uint32)
-            return z, z, z
-        h = np.concatenate([np.asarray(p.hashes) for p in self.parts])
-        i = np.concatenate([np.asarray(p.items) for p in self.parts])
-        t = np.concatenate([np.asarray(p.times) for p in self.parts])
-        live = (h != PRESENT) & ~np.isin(i, self.dead())
-        h, i, t = h[live], i[live], t[live]
-        order = np.lexsort((t, i))
-        return h[order], i[order], t[order]
+    def by_item(
+        self, *, max_entries: int = 20_000_000
+    ) -> tuple[dict[int, int], Iterator[tuple[int, np.ndarray, np.ndarray]]]:
+        """Every live item's (hashes, anchor frames), one item at a time, in bounded memory.
+
+        Returns (hash count per item id, iterator of (item id, hashes (n,) uint32, frames (n,) uint32)
+        in id order). Each part is read once, in blocks of ``max_entries``; when the index holds more
+        than ``max_entries`` live entries they are first spread by item-id range over temporary bucket
+        files beside the index (as much disk as the index), so memory stays about ``max_entries`` x 12 bytes
+        whatever the size of the index. The counts are complete before the iterator starts.
+        """
+        ids = self.item_ids()
+        total = sum(len(p) for p in self.parts)
+        n_buckets = max(1, -(-total // max_entries))
+        bounds = ids[(np.arange(1, n_buckets) * ids.size) // n_buckets] if ids.size else np.zeros(0, np.int64)
+        tmp = Path(tempfile.mkdtemp(prefix=".by-item-", dir=self.dir)) if n_buckets > 1 else None
+        held: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        counts: dict[int, int] = {}
+        dead = self.dead()
+        try:
+            for part in self.parts:
+                for lo in range(0, len(part), max_entries):
+                    h = np.asarray(part.hashes[lo : lo + max_entries])
+                    i = np.asarray(part.items[lo : lo + max_entries])
+                    t = np.asarray(part.times[lo : lo + max_entries])
+                    live = (h != PRESENT) & ~np.isin(i, dead)
+                    h, i, t = h[live], i[live], t[live]
+                    u, c = np.unique(i, return_counts=True)
+                    for item, n in zip(u.tolist(), c.tolist(), strict=True):
+                        counts[item] = counts.get(item, 0) + n
+                    if tmp is None:
+                        held.append((h, i, t))
+                        continue
+                    bucket = np.searchsorted(bounds, i, side="right")
+                    for b in np.unique(bucket).tolist():
+                        sel = bucket == b
+                        with open(tmp / f"{b}.bin", "ab") as f:
+                            np.stack([h[sel], i[sel], t[sel]], axis=1).astype(np.uint32).tofile(f)
+        except BaseException:
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return counts, self._iter_buckets(held, tmp, n_buckets)
+
+    @staticmethod
+    def _iter_buckets(held: list, tmp: Path | None, n_buckets: int) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        try:
+            for b in range(n_buckets):
+                if tmp is None:
+                    cols = [np.concatenate([x[k] for x in held]) if held else np.zeros(0, np.uint32) for k in range(3)]
+                    held.clear()
+                else:
+                    path = tmp / f"{b}.bin"
+                    rows = np.fromfile(path, np.uint32).reshape(-1, 3) if path.exists() else np.zeros((0, 3), np.uint32)
+                    cols = [rows[:, k] for k in range(3)]
+                h, i, t = cols
+                order = np.lexsort((t, i))
+                h, i, t = h[order], i[order], t[order]
+                cut = np.flatnonzero(np.diff(i)) + 1
+                for s, e in zip(np.concatenate([[0], cut]), np.concatenate([cut, [i.size]]), strict=True):
+                    if e > s:
+                        yield int(i[s]), h[s:e], t[s:e]
+        finally:
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
 
     def stats(self) -> dict[str, Any]:
         n = sum(len(p) - p.ids.size for p in self.parts)  # one PRESENT entry per item is not a hash
@@ -199,6 +283,87 @@ class FingerprintIndex:
             "fingerprint_parts": len(self.parts),
             "fingerprint_bytes": int(size),
         }
+
+    # -- verification (soundscope check) -------------------------------------------------------
+    def verify(self) -> list[str]:
+        """Problems of the saved index, as sentences ([] when consistent); reads the files afresh.
+
+        Checked: the manifest parses and was built for this catalog with today's settings; each part's
+        four columns load, have matching lengths, the hashes are sorted and ``ids`` is the set of its
+        items; the masked items (``dead`` plus tombstones since) are all deleted from the catalog, and
+        every item in a part that the catalog no longer holds is masked. Items not fingerprinted yet
+        are not a problem here (:meth:`pending`).
+        """
+        path = self._manifest_path()
+        if not path.exists():
+            return []  # nothing saved yet (a new library, or killed before the first flush): pending()
+        try:
+            manifest = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            return [f"manifest unreadable ({type(exc).__name__}: {exc})"]
+        problems = []
+        if manifest.get("catalog") != (self.catalog.get_meta("created_at") or ""):
+            problems.append("manifest belongs to another catalog")
+        if manifest.get("params") != PARAMS:
+            problems.append(f"built with other settings ({manifest.get('params', {}).get('version')}, now "
+                            f"{PARAMS['version']}): the next index run re-fingerprints every item")  # fmt: skip
+        ids = []
+        for entry in manifest.get("parts", []):
+            name = entry.get("name", "?")
+            try:
+                part = self._open_part(name)
+            except (OSError, ValueError) as exc:
+                problems.append(f"part {name} unreadable ({type(exc).__name__})")
+                continue
+            problems += [f"part {name}: {p}" for p in _part_problems(part, entry)]
+            ids.append(np.asarray(part.ids, np.int64))
+        in_parts = np.unique(np.concatenate(ids)) if ids else np.zeros(0, np.int64)
+        catalog = np.asarray([r[0] for r in self.catalog.conn.execute("SELECT id FROM items")], np.int64)
+        since = self.catalog.tombstones("items", since=int(manifest.get("tomb_seq", 0)))
+        masked = np.union1d(np.asarray(manifest.get("dead", []), np.int64), since)
+        if (live_masked := np.intersect1d(masked, catalog)).size:
+            problems.append(f"{live_masked.size} catalog item(s) masked as deleted (e.g. id {int(live_masked[0])})")
+        if (unmasked := np.setdiff1d(np.setdiff1d(in_parts, catalog), masked)).size:
+            problems.append(f"{unmasked.size} deleted item(s) still matched (e.g. id {int(unmasked[0])})")
+        return problems
+
+    def pending(self) -> int:
+        """Catalog items not fingerprinted yet, the writer's buffer counted as done. Not a fault: a run
+        killed between the catalog commit and the part write leaves some, and the next index run (or
+        ``check --repair``) fingerprints them."""
+        buffered = np.asarray([i for i, _ in self._buffer], np.int64)
+        return int(np.setdiff1d(self.missing(), buffered).size)
+
+    def repair(self) -> int:
+        """Rewrite the manifest from the parts that pass :meth:`verify`'s checks (the others are dropped,
+        and their items become :meth:`missing`), with the masked set recomputed from the catalog. Returns
+        the parts dropped. The caller holds the index lock and re-fingerprints :meth:`missing` items."""
+        try:
+            manifest = json.loads(self._manifest_path().read_text())
+        except (OSError, ValueError):
+            manifest = {}
+        same = (
+            manifest.get("catalog") == (self.catalog.get_meta("created_at") or "") and manifest.get("params") == PARAMS
+        )
+        good, dropped = [], 0
+        for entry in manifest.get("parts", []) if same else []:
+            try:
+                part = self._open_part(entry["name"])
+                ok = not _part_problems(part, entry)
+            except (OSError, ValueError, KeyError):
+                ok = False
+            good += [part] if ok else []
+            dropped += not ok
+        dropped += 0 if same else len(manifest.get("parts", []))
+        catalog = np.asarray([r[0] for r in self.catalog.conn.execute("SELECT id FROM items")], np.int64)
+        in_parts = np.unique(np.concatenate([np.asarray(p.ids, np.int64) for p in good])) if good else catalog[:0]
+        self.manifest = {"catalog": self.catalog.get_meta("created_at") or "", "params": PARAMS,
+                         "parts": [{"name": p.name, "n": len(p), "items": int(p.ids.size)} for p in good],
+                         "tomb_seq": self.catalog.tombstone_seq(),
+                         "dead": [int(x) for x in np.setdiff1d(in_parts, catalog)]}  # fmt: skip
+        self._write_manifest()
+        self._load()
+        return dropped
 
     # -- writing (the caller holds the index lock) ------------------------------------------
     def add(self, item_id: int, fp: Fingerprint) -> None:
