@@ -278,9 +278,11 @@ def test_log_mel_matches_reference(reference, clip: str) -> None:
     ref = reference[clip]["logmel_batch"]
     assert x.shape == ref.shape and starts[1] == 187
     diff = np.abs(x - ref)
-    # only values sitting on a float16 rounding boundary may differ (by one float16 step)
+    # only values sitting on a float16 rounding boundary may differ by more than float32 rounding (by one
+    # float16 step, ~4e-4 here); float32 log10 itself differs in the last bits between numpy builds and CPU
+    # kernels (numpy 2.4.6 on an AVX2 machine: about half the values, by ~1e-7), which changes no tag
     assert diff.max() < 1e-3
-    assert (diff > 0).mean() < 0.01
+    assert (diff > 1e-5).mean() < 0.01
 
 
 @needs_weights

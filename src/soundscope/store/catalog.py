@@ -23,6 +23,20 @@ import numpy as np
 
 from .. import faults
 
+
+def _bind_numpy_scalars() -> None:
+    """Let numpy scalars bind as SQLite integers and reals. They are not Python numbers (``np.float64``
+    excepted) and they expose the buffer protocol, which :mod:`sqlite3` binds as a BLOB: ``WHERE id IN
+    (?)`` with an ``np.int64`` then silently matches nothing, and an ``np.float32`` lands in a REAL column
+    as 4 raw bytes. Every id array here is numpy, so this is set once, for the whole process."""
+    for t in (np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64, np.bool_):
+        sqlite3.register_adapter(t, int)
+    for t in (np.float16, np.float32):
+        sqlite3.register_adapter(t, float)
+
+
+_bind_numpy_scalars()
+
 SCHEMA_VERSION = 4
 FTS_SCAN = 5_000  # matches of a keyword query scored by BM25 at most (see Catalog.fts)
 
