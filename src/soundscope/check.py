@@ -450,17 +450,14 @@ def _fingerprints(store: Store) -> tuple[bool, str]:
 
 def _repair_fingerprints(store: Store) -> str:
     from . import decode
-    from . import fingerprint as fp
+    from .identify import fingerprint_file
 
     index = store.fingerprints()
     dropped = index.repair()
     redone = failed = 0
     for row in store.catalog.items(int(i) for i in index.missing()):
         try:
-            acc = fp.FingerprintAccumulator()
-            for block in decode.stream(row.path, sample_rate=fp.SAMPLE_RATE, block_s=30.0):
-                acc.push(block)
-            index.add(row.id, acc.result())
+            index.add(row.id, fingerprint_file(row.path))
             redone += 1
         except (decode.DecodeError, OSError):
             failed += 1

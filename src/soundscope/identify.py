@@ -86,6 +86,16 @@ def load_query(path: str | os.PathLike[str]) -> np.ndarray:
     return np.concatenate(blocks)
 
 
+def fingerprint_file(path: str | os.PathLike[str], *, block_s: float = 30.0) -> fp.Fingerprint:
+    """A whole file's reference fingerprint, decoded in ``block_s`` blocks (bounded memory), as ingest's
+    fingerprint stage makes it; for items that have none (backfill, ``check --repair``). Raises
+    :class:`~soundscope.decode.DecodeError` or ``OSError`` on unreadable files."""
+    acc = fp.FingerprintAccumulator()
+    for block in decode.stream(os.fspath(path), sample_rate=fp.SAMPLE_RATE, block_s=block_s):
+        acc.push(block)
+    return acc.result()
+
+
 # -- live input --------------------------------------------------------------------------------
 STREAM_WINDOW_S = 10.0  # audio matched at each step (the latest seconds)
 STREAM_STEP_S = 0.5

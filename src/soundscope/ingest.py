@@ -462,17 +462,14 @@ class Indexer:
     def _backfill_fingerprints(self, walked: set[str]) -> None:
         """Fingerprint the items of this run that have none (indexed before fingerprints existed, or a
         crash between the catalog commit and the fingerprint part): one decode each, no model runs."""
-        from . import fingerprint
+        from .identify import fingerprint_file
 
         missing = self.fingerprints.missing()
         for row in self.store.catalog.items(int(i) for i in missing) if missing.size else []:
             if row.path not in walked:
                 continue
             try:
-                acc = fingerprint.FingerprintAccumulator()
-                for block in decode.stream(row.path, sample_rate=fingerprint.SAMPLE_RATE, block_s=analyze.BLOCK_S):
-                    acc.push(block)
-                self.fingerprints.add(row.id, acc.result())
+                self.fingerprints.add(row.id, fingerprint_file(row.path, block_s=analyze.BLOCK_S))
             except (decode.DecodeError, OSError) as exc:
                 log.warning("cannot fingerprint %s: %s", row.path, exc)
 

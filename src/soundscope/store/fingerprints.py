@@ -329,8 +329,8 @@ class FingerprintIndex:
 
     def pending(self) -> int:
         """Catalog items not fingerprinted yet, the writer's buffer counted as done. Not a fault: a run
-        killed between the catalog commit and the part write leaves some, and the next index run (or
-        ``check --repair``) fingerprints them."""
+        killed between the catalog commit and the part write leaves some, and the next index run
+        fingerprints them (``check --repair`` too, after it drops a bad part)."""
         buffered = np.asarray([i for i, _ in self._buffer], np.int64)
         return int(np.setdiff1d(self.missing(), buffered).size)
 
