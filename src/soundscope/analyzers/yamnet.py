@@ -9,6 +9,16 @@ The packaged model has a fixed batch of 1, a uint8 input and a uint8 (coarsely q
 output. At load time the graph is edited in memory: the batch dimension is made symbolic, and
 the float tensors in front of the final output quantizer and of the classifier are exposed as
 outputs, so scores and embeddings come back in float32 without the output quantization step.
+
+Integer kernels: ONNX Runtime runs the model's uint8-activation x int8-weight convolutions with
+``VPMADDUBSW`` on x86 CPUs that lack VNNI (AVX2, AVX-512 before Cascade Lake, AMD before Zen 4).
+That instruction saturates pairs of products at 16 bits, so the same file gave other labels there:
+on 60 ESC-10 patches only 65 % kept their top label, and a CI machine measured ESC-10 top-1 at 0.85
+for the 0.92 measured on a VNNI machine. So the weights are also loaded as uint8 (zero point +128,
+the same real values), whose kernels widen to 16 bits first and never saturate. At load a probe runs
+both forms; the int8 one is kept only where it gives bit-identical outputs (VNNI, AMX), because it is
+twice as fast there. Either way the model's exact integer arithmetic is computed, the same on every
+CPU (tested against reference outputs in ``tests/data``).
 """
 
 from __future__ import annotations
@@ -22,7 +32,7 @@ import threading
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import onnx
@@ -239,9 +249,47 @@ def _make_batch_dynamic(graph: onnx.GraphProto) -> None:
             node.input[1] = name
 
 
-def _prepare(model: onnx.ModelProto) -> tuple[bytes, _GraphInfo]:
-    """Edit ``model`` in place for batched float outputs; return its serialised bytes and what was found."""
+def _signed_form_is_exact(signed: ort.InferenceSession, unsigned: ort.InferenceSession, input_name: str) -> bool:
+    """Whether the int8-weight session computes what the always-exact uint8-weight one does, on probe inputs.
+
+    The probe asks the kernels ONNX Runtime picked on this CPU rather than reading CPU flags (an emulator
+    or a VM can report flags the kernels do not see): silence, a full-scale input and seeded noise. Where
+    ``VPMADDUBSW`` saturates, each of the three already differs (logits by 3 to 28).
+    """
+    noise = np.random.default_rng(0).integers(0, 256, (1, 1, PATCH_FRAMES, N_MELS), dtype=np.uint8)
+    probe = np.concatenate([np.zeros_like(noise), np.full_like(noise, 255), noise])
+    a = signed.run(None, {input_name: probe})
+    b = unsigned.run(None, {input_name: probe})
+    return all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+def _unsigned_weights(graph: onnx.GraphProto) -> int:
+    """Move every int8 weight quantizer to uint8 (zero point + 128: the same real values); return how many.
+
+    Weights are float initializers quantized in the graph (QuantizeLinear -> DequantizeLinear, folded
+    at load); their zero points are int8 initializers that no activation quantizer shares.
+    """
+    inits = {t.name: t for t in graph.initializer}
+    zero_points = {
+        n.input[2]
+        for n in graph.node
+        if n.op_type == "QuantizeLinear" and n.input[0] in inits and len(n.input) > 2 and n.input[2] in inits
+    }
+    moved = 0
+    for name in sorted(zero_points):
+        zp = numpy_helper.to_array(inits[name])
+        if zp.dtype == np.int8:
+            inits[name].CopyFrom(numpy_helper.from_array((zp.astype(np.int16) + 128).astype(np.uint8), name))
+            moved += 1
+    return moved
+
+
+def _prepare(model: onnx.ModelProto, *, unsigned_weights: bool = False) -> tuple[bytes, _GraphInfo]:
+    """Edit ``model`` in place for batched float outputs (and uint8 weights if asked); return its
+    serialised bytes and what was found."""
     graph = model.graph
+    if unsigned_weights:
+        _unsigned_weights(graph)
     logits, embedding = _find_tensors(graph)
     input_name = graph.input[0].name
     scale, zero_point = _input_quantization(graph, input_name)
@@ -261,6 +309,22 @@ def _session(model_bytes: bytes) -> ort.InferenceSession:
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.log_severity_level = 3
     return ort.InferenceSession(model_bytes, sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+def _load_session(
+    model: onnx.ModelProto, weights: Literal["auto", "int8", "uint8"]
+) -> tuple[ort.InferenceSession, _GraphInfo, str]:
+    """The session for ``model`` in the weight form ``weights`` resolves to; and that form's name."""
+    if weights == "auto":
+        signed_model = onnx.ModelProto()
+        signed_model.CopyFrom(model)
+        signed, info = _load_session(signed_model, "int8")[:2]
+        unsigned = _load_session(model, "uint8")[0]
+        if _signed_form_is_exact(signed, unsigned, info.input_name):
+            return signed, info, "int8"
+        return unsigned, info, "uint8"
+    model_bytes, info = _prepare(model, unsigned_weights=weights == "uint8")
+    return _session(model_bytes), info, weights
 
 
 def _read_labels(path: Path) -> list[str]:
@@ -297,10 +361,18 @@ class YamnetAnalyzer:
     frame_samples = PATCH_SAMPLES  # exact samples one frame reads (0.982 s), for stream alignment
     dim = EMBEDDING_DIM
 
-    def __init__(self, model_path: str | Path | None = None, *, class_map: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        model_path: str | Path | None = None,
+        *,
+        class_map: str | Path | None = None,
+        weights: Literal["auto", "int8", "uint8"] = "auto",
+    ) -> None:
+        """``weights``: the integer form of the weights. ``auto``: int8 where this CPU's kernels compute it
+        exactly, else uint8 (the same outputs either way, see the module docstring); or one forced
+        (``int8`` saturates on x86 without VNNI)."""
         path = Path(model_path) if model_path is not None else _default_model_path()
-        model_bytes, self._info = _prepare(_read_model(path))
-        self._session = _session(model_bytes)
+        self._session, self._info, self.weights = _load_session(_read_model(path), weights)
         self.model_id: str = _model_id(path, default=model_path is None)
         self.labels: list[str] = _read_labels(Path(class_map) if class_map else _default_class_map())
         self._label_lookup = {label.lower(): i for i, label in enumerate(self.labels)}

@@ -367,7 +367,8 @@ class Catalog:
                 raise IncompatibleIndexError(
                     f"the index at {self.path.parent} holds '{space}' vectors from {key}={detail!r}, "
                     f"but this run uses {key}={wanted[key] if key != 'labels' else len(labels)!r}; "
-                    "vectors from different models cannot be mixed: use another --data-dir or `soundscope reset`"
+                    "vectors from different models cannot be mixed: "
+                    "use another --data-dir, or delete this one and index again"
                 )
 
     # -- items --------------------------------------------------------------------------------
