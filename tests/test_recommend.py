@@ -260,6 +260,14 @@ def test_cli_round_trip(demo_lib, capsys):
         assert cli.main(["search", "rain", "--user", user, "-n", "3", *d]) == 0
         assert cli.main(["feedback", "like", "999999", "--user", user, *d]) == 2
         assert "no item with id 999999" in capsys.readouterr().err
+        rain_path = demo_lib.store.catalog.item(rain[1]).path  # a path names an item as well as its id
+        assert cli.main(["feedback", "skip", rain_path, "--user", user, *d]) == 0
+        assert f"{user}: skip #{rain[1]} recorded" in capsys.readouterr().out
+        assert cli.main(["radio", rain_path, "--user", user, "-n", "2", "--json", *d]) == 0
+        assert json.loads(capsys.readouterr().out)[0]["id"] == rain[1]
+        assert cli.main(["feedback", "like", "no/such/file.ogg", "--user", user, *d]) == 2
+        assert "not in the library: no/such/file.ogg" in capsys.readouterr().err
+        assert cli.main(["forget", user, "--item", rain_path, *d]) == 0 and "1 events" in capsys.readouterr().out
         assert cli.main(["forget", user, *d]) == 0 and "2 events deleted" in capsys.readouterr().out
         assert demo_lib.store.catalog.events(user) == []
     finally:

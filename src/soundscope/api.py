@@ -134,16 +134,32 @@ class Library:
 
         return Recommender(self.store, self.searcher)
 
+    def item_id(self, target: str | int | os.PathLike[str]) -> int:
+        """The id of ``target``: an item id, or the path of an indexed file; KeyError if it names no item."""
+        if _is_int(target):
+            return int(target)
+        row = self.store.catalog.item_by_path(os.path.abspath(os.path.expanduser(os.fspath(target))))
+        if row is None:
+            raise KeyError(f"not in the library: {os.fspath(target)} (index it first, or give an item id)")
+        return row.id
+
     def feedback(
-        self, kind: str, item_id: int, *, user: str | None = None, seconds: float = 0.0, query: str = ""
+        self,
+        kind: str,
+        item: str | int | os.PathLike[str],
+        *,
+        user: str | None = None,
+        seconds: float = 0.0,
+        query: str = "",
     ) -> dict[str, Any]:
         """Record that ``user`` (default: the OS user) liked, disliked, played (``seconds`` listened) or
-        skipped an item; returns the event."""
+        skipped ``item`` (an item id or an indexed file's path); returns the event."""
         from .recommend import default_user
 
         user = user or default_user()
-        event_id = self.store.catalog.add_event(user, int(item_id), kind, value=seconds, query=query)
-        return {"id": event_id, "user": user, "item_id": int(item_id), "kind": kind, "value": seconds, "query": query}
+        item_id = self.item_id(item)
+        event_id = self.store.catalog.add_event(user, item_id, kind, value=seconds, query=query)
+        return {"id": event_id, "user": user, "item_id": item_id, "kind": kind, "value": seconds, "query": query}
 
     def recommend(
         self,
@@ -168,11 +184,14 @@ class Library:
             language=language,
         )
 
-    def radio(self, item_id: int, *, user: str | None = None, limit: int = 10, language: str = "en") -> list[Result]:
-        """A sequence starting at ``item_id`` that drifts with ``user``'s taste (no repeats)."""
+    def radio(
+        self, item: str | int | os.PathLike[str], *, user: str | None = None, limit: int = 10, language: str = "en"
+    ) -> list[Result]:
+        """A sequence starting at ``item`` (an item id or an indexed file's path) that drifts with ``user``'s
+        taste (no repeats)."""
         from .recommend import default_user
 
-        return self.recommender.radio(user or default_user(), int(item_id), limit=limit, language=language)
+        return self.recommender.radio(user or default_user(), self.item_id(item), limit=limit, language=language)
 
     def profile(self, user: str | None = None, *, language: str = "en") -> dict[str, Any]:
         """What the engine believes ``user`` likes, with a ``summary`` in sentences."""
@@ -180,9 +199,9 @@ class Library:
 
         return self.recommender.describe(user or default_user(), language=language)
 
-    def forget(self, user: str, *, item_id: int | None = None) -> int:
-        """Delete ``user``'s events (only about ``item_id`` if given); returns how many were deleted."""
-        return self.store.catalog.delete_events(user, item_id=item_id)
+    def forget(self, user: str, *, item: str | int | os.PathLike[str] | None = None) -> int:
+        """Delete ``user``'s events (only about ``item``, an id or an indexed path, if given); returns how many."""
+        return self.store.catalog.delete_events(user, item_id=None if item is None else self.item_id(item))
 
     def parse(self, query: str):  # -> soundscope.query.ParsedQuery
         """How a text query is understood: language, constraints, exclusions, spoken words."""

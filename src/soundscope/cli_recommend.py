@@ -23,7 +23,7 @@ def cmd_feedback(lib, args) -> int:
         print(json.dumps(event, ensure_ascii=False))
     else:
         extra = f" ({args.seconds:g} s)" if args.kind == "play" and args.seconds else ""
-        print(f"{event['user']}: {args.kind} #{args.id}{extra} recorded")
+        print(f"{event['user']}: {args.kind} #{event['item_id']}{extra} recorded")
     return EXIT_OK
 
 
@@ -55,7 +55,7 @@ def cmd_profile(lib, args) -> int:
 
 
 def cmd_forget(lib, args) -> int:
-    n = lib.forget(args.name, item_id=args.item)
+    n = lib.forget(args.name, item=args.item)
     if args.json:
         print(json.dumps({"user": args.name, "deleted_events": n}))
     else:
@@ -71,7 +71,7 @@ def add_commands(sub, common: argparse.ArgumentParser, filt: argparse.ArgumentPa
     lang.add_argument("--lang", choices=["en", "zh"], default=None, help="language of the explanations")
     s = sub.add_parser("feedback", parents=[common, who], help="record a like, dislike, play or skip")
     s.add_argument("kind", choices=["like", "dislike", "play", "skip"])
-    s.add_argument("id", type=int, help="item id")
+    s.add_argument("id", help="item id, or the path of an indexed file")
     s.add_argument("--seconds", type=float, default=None, help="with play: seconds listened")
     s.add_argument("--query", default=None, help="the query the item came from")
     s.set_defaults(func=cmd_feedback)
@@ -80,7 +80,7 @@ def add_commands(sub, common: argparse.ArgumentParser, filt: argparse.ArgumentPa
     s.add_argument("--explore", type=float, default=None, help="share of the list spent on exploration (0.1)")
     s.set_defaults(func=cmd_recommend)
     s = sub.add_parser("radio", parents=[common, who, lang], help="a sequence from an item that drifts with taste")
-    s.add_argument("id", type=int)
+    s.add_argument("id", help="the first track: item id, or the path of an indexed file")
     s.add_argument("--limit", "-n", type=int, default=10)
     s.set_defaults(func=cmd_radio)
     s = sub.add_parser("profile", parents=[common, lang], help="what the engine believes a listener likes")
@@ -88,5 +88,5 @@ def add_commands(sub, common: argparse.ArgumentParser, filt: argparse.ArgumentPa
     s.set_defaults(func=cmd_profile)
     s = sub.add_parser("forget", parents=[common], help="delete a listener's events")
     s.add_argument("name")
-    s.add_argument("--item", type=int, default=None, help="only the events about this item")
+    s.add_argument("--item", default=None, help="only the events about this item (id or indexed path)")
     s.set_defaults(func=cmd_forget)
