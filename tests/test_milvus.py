@@ -256,6 +256,26 @@ def test_unreachable_server_is_a_clear_error():
         from_uri(f"milvus://127.0.0.1:{port}?timeout=1", "yamnet", DIM)
 
 
+def test_two_servers_started_at_once_both_run(tmp_path):
+    """Servers started at the same moment (two test runs, two users) take ports the OS hands out, not the
+    wheel's fixed defaults: before, both took etcd's 2379 and the second died at startup."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as pool:  # not tied to the pool's threads: a parent-death signal follows the thread
+        servers = list(pool.map(lambda name: _start(tmp_path / name, die_with_parent=False), ["a", "b"]))
+    try:
+        etcd = [(srv.data_dir / "configs" / "etcd.yaml").read_text().split("listen-client-urls: ")[1].split()[0]
+                for srv in servers]  # fmt: skip
+        assert servers[0].port != servers[1].port and etcd[0] != etcd[1] and "2379" not in etcd[0] + etcd[1]
+        for i, srv in enumerate(servers):
+            idx = MilvusIndex(srv.uri, f"t_two_{i}", 4, timeout=30)
+            idx.add(np.arange(3), np.eye(3, 4, dtype=np.float32))
+            assert list(idx.search(np.eye(3, 4, dtype=np.float32)[1], 1)[0]) == [1]
+    finally:
+        for srv in servers:
+            srv.stop()
+
+
 def test_stop_kills_the_server_and_calls_then_fail(tmp_path):
     srv = _start(tmp_path / "m")
     idx = MilvusIndex(srv.uri, "t_stop", 4, timeout=3)

@@ -567,6 +567,13 @@ def _binaries() -> Path:
 LOCAL_COMPONENTS = ("rootCoord", "proxy", "queryCoord", "queryNode", "indexNode", "dataCoord", "dataNode")
 
 
+def _os_port() -> int:
+    """A loopback TCP port that was free a moment ago, chosen by the OS (not a fixed default)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 class LocalMilvus:
     """The real Milvus standalone server shipped in the ``milvus`` wheel, run as a child process with its
     data under ``data_dir``, reached (and its components reaching each other) over loopback; it needs no
@@ -616,13 +623,19 @@ class LocalMilvus:
         bin_dir = _binaries()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         cfg = MilvusServerConfig(data_dir=str(self.data_dir), **({"proxy_port": self.port} if self.port else {}))
+        # The wheel looks for free ports upwards from fixed defaults (2379 for etcd, 19530, ...), so two
+        # servers started at once picked the same ones and the second died ("bind: address already in
+        # use"). Each search starts at a port the OS just handed out instead.
+        for key in cfg.configurable_items:
+            if key.endswith("_port") and not (key == "proxy_port" and self.port):
+                cfg.set(key, _os_port())
         # components talk to each other over loopback (the default is the first non-loopback address)
         loopback = {f"{c}.ip": "127.0.0.1" for c in LOCAL_COMPONENTS}
         for key, value in {**loopback, **self.extra_config}.items():
             cfg.set(key, value)
         cfg.resolve()  # picks free ports, writes <data_dir>/configs/milvus.yaml
         self.port = int(cfg.get("proxy_port"))
-        self.metrics_port, sock = cfg.resolve_port(29091)
+        self.metrics_port, sock = cfg.resolve_port(_os_port())
         sock.close()
         self._embedded_etcd(int(cfg.get("etcd_port")))
         env = dict(
@@ -658,9 +671,7 @@ class LocalMilvus:
     def _embedded_etcd(self, client_port: int) -> None:
         """Give the embedded etcd the client port the config names and a free peer port: the wheel's
         template leaves etcd on its defaults (2379, 2380), so a second server would fail to start."""
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            peer = s.getsockname()[1]
+        peer = _os_port()
         etcd_yaml = self.data_dir / "configs" / "etcd.yaml"
         client, peer_url = f"http://127.0.0.1:{client_port}", f"http://127.0.0.1:{peer}"
         etcd_yaml.write_text(
