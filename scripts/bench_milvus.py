@@ -42,9 +42,11 @@ def catalog_vectors(path: str, space: str, n: int) -> np.ndarray:
     """Up to ``n`` real embeddings of ``space`` from a soundscope catalog (opened read-only)."""
     import sqlite3
 
+    from soundscope.store.catalog import SEGMENT_DATA
+
     con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    rows = con.execute(
-        "SELECT embedding FROM segment_data WHERE space=? AND embedding IS NOT NULL LIMIT ?", (space, n)
+    rows = con.execute(  # a short file's segment vector is its item's row (schema 5)
+        f"SELECT embedding FROM ({SEGMENT_DATA}) WHERE embedding IS NOT NULL LIMIT :n", {"space": space, "n": n}
     ).fetchall()
     con.close()
     x = np.stack([np.frombuffer(b, np.float16) for (b,) in rows]).astype(np.float32)

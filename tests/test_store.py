@@ -248,3 +248,60 @@ def test_label_entries_and_impact_lists_rank_exactly(tmp_path, monkeypatch):
     n_full = sum(full_scans)  # queries the lists could not certify, scored in full
     assert 0 < n_full < 20, n_full
     store.close()
+
+
+def test_a_single_segment_item_stores_its_data_once(store):
+    """Issue 10 (disk): the one segment of a short file reads the item's rows instead of a copy of them,
+    except in a space where the two differ; items of several segments keep their own rows."""
+    cat = store.catalog
+    cat.register_model("n", "model/v1", {}, 8, ["a", "b"])
+    one = [SegmentData("m", np.array([0.9, 0.1]), _vec(1)), SegmentData("n", np.array([0.3, 0.4]), _vec(2))]
+    whole = [SegmentData("m", np.array([0.9, 0.1]), _vec(1)), SegmentData("n", np.array([0.5, 0.4]), _vec(2))]
+    short, (sid,) = cat.put_item(_item("/r/short.wav"), [(0.0, 5.0, one)], whole)
+    two = [(0.0, 5.0, one), (5.0, 10.0, one)]
+    long_, sids = cat.put_item(_item("/r/long.wav"), two, whole)
+    rows = cat.conn.execute("SELECT segment_id, space FROM segment_data ORDER BY segment_id, space").fetchall()
+    assert [tuple(r) for r in rows] == [(sid, "n"), (sids[0], "m"), (sids[0], "n"), (sids[1], "m"), (sids[1], "n")]
+    ((got_id, start, end, scores, emb),) = cat.segments_of(short, "m")  # stored as float16
+    assert (got_id, start, end) == (sid, 0.0, 5.0)
+    assert np.allclose(scores, one[0].scores, atol=1e-3) and np.allclose(emb, one[0].embedding, atol=1e-3)
+    assert np.allclose(cat.segments_of(short, "n")[0][3], [0.3, 0.4], atol=1e-3)  # its own row, not [0.5, 0.4]
+    assert set(cat.segment_keys("m").tolist()) == {sid, *sids}
+    keys, vecs = cat.vectors_range("segments", "m")
+    assert keys.tolist() == sorted([sid, *sids]) and np.allclose(vecs[0], one[0].embedding, atol=1e-3)
+    assert [len(cat.segments_of(i, "m")) for i in (short, long_)] == [1, 2]
+
+
+def test_schema_5_compacts_an_existing_library(tmp_path):
+    """A schema-4 library's duplicated rows of single-segment items go; what every reader sees stays."""
+    import sqlite3
+
+    from soundscope.store.catalog import MIGRATIONS, to_blob
+
+    path = tmp_path / "catalog.sqlite"
+    conn = sqlite3.connect(path, isolation_level=None)
+    for version in range(1, 5):
+        conn.executescript(MIGRATIONS[version])
+    conn.execute("PRAGMA user_version=4")
+    blobs = (to_blob(np.array([0.9, 0.1], np.float32)), to_blob(_vec(1)))
+    for item_id, segments in ((1, 1), (2, 2)):
+        conn.execute(
+            "INSERT INTO items(id, path, root, size, mtime, content_hash, duration_s, sample_rate, channels, "
+            "indexed_at) VALUES(?, ?, '/r', 1, 0, 'h', 5, 16000, 1, 0)",
+            (item_id, f"/r/{item_id}.wav"),
+        )
+        conn.execute("INSERT INTO item_data VALUES(?, 'm', ?, ?)", (item_id, *blobs))
+        for k in range(segments):
+            sid = conn.execute("INSERT INTO segments(item_id, start, end) VALUES(?, ?, ?)", (item_id, 5 * k, 5 * k + 5))
+            conn.execute("INSERT INTO segment_data VALUES(?, 'm', ?, ?)", (sid.lastrowid, *blobs))
+    conn.close()
+    from soundscope.store.catalog import Catalog
+
+    cat = Catalog(path)
+    assert cat.schema_version == SCHEMA_VERSION
+    assert cat.conn.execute("SELECT count(*) FROM segment_data").fetchone()[0] == 2  # item 2's two rows
+    assert cat.segment_keys("m").tolist() == [1, 2, 3]
+    for item_id, n in ((1, 1), (2, 2)):
+        view = cat.segments_of(item_id, "m")
+        assert len(view) == n and all(np.allclose(em, _vec(1), atol=1e-3) for *_, em in view)
+    cat.close()

@@ -328,8 +328,8 @@ def _rebuild_passages_fts(store: Store) -> str:
 # -- vector indexes ------------------------------------------------------------------------------
 
 
-KEYS_SQL = {  # the catalog's side of a vector index: which rows hold its vectors, by source
-    "segments": "SELECT segment_id FROM segment_data WHERE space=? AND embedding IS NOT NULL",
+KEYS_SQL = {  # the catalog's side of a vector index: which rows hold its vectors, by source (segments:
+    # Catalog.segment_keys, since a shared segment's vector is its item's)
     "items": "SELECT item_id FROM item_data WHERE space=? AND embedding IS NOT NULL",
     "passages": "SELECT id FROM passages WHERE embedding IS NOT NULL",
 }
@@ -362,6 +362,8 @@ def _forget(store: Store, space: str) -> None:
 
 def _catalog_keys(store: Store, space: str) -> set[int]:
     source = store.source(space)
+    if source == "segments":
+        return set(store.catalog.segment_keys(space).tolist())
     args = () if source == "passages" else (space,)
     return {int(r[0]) for r in store.catalog.conn.execute(KEYS_SQL[source], args)}
 

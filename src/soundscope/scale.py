@@ -46,13 +46,24 @@ def _source_items(store: Store) -> list[dict[str, Any]]:
                 item_data.append((space, scores, embedding))
         segs: dict[str, tuple[np.ndarray | None, np.ndarray | None]] = {}
         first = None
+        shared = set()  # spaces where a one-segment file's segment data is its item data (as put_item stores it)
+        whole = {space: (scores, embedding) for space, scores, embedding in item_data}
         for space in cat.models():
             rows = cat.segments_of(row.id, space)
             if rows and (rows[0][3] is not None or rows[0][4] is not None):
                 first = first or rows[0]
                 segs[space] = (rows[0][3], rows[0][4])
-        out.append({"row": row, "item_data": item_data, "segment": segs, "end": first[2] if first else 5.0})
+                if len(rows) == 1 and space in whole and all(
+                    _same(x, y) for x, y in zip(segs[space], whole[space], strict=True)
+                ):
+                    shared.add(space)
+        out.append({"row": row, "item_data": item_data, "segment": segs, "shared": shared,
+                    "end": first[2] if first else 5.0})  # fmt: skip
     return out
+
+
+def _same(a: np.ndarray | None, b: np.ndarray | None) -> bool:
+    return (a is None and b is None) or (a is not None and b is not None and np.array_equal(a, b))
 
 
 def _mix(a: np.ndarray | None, b: np.ndarray | None, alpha: float, rng, *, unit: bool) -> np.ndarray | None:
@@ -97,20 +108,42 @@ def build(store: Store, sources: list[dict[str, Any]], n: int, *, seed: int = 0,
                     "indexed_at": 0.0,
                 }
                 bseg = b["segment"]
-                seg = [
-                    SegmentData(space, _mix(sc, (bseg.get(space) or (None, None))[0], alpha, rng, unit=False),
-                                _mix(em, (bseg.get(space) or (None, None))[1], alpha, rng, unit=True))
-                    for space, (sc, em) in a["segment"].items()
-                ]  # fmt: skip
                 bdata = {s: (sc, em) for s, sc, em in b["item_data"]}
                 data = [
                     SegmentData(space, _mix(sc, bdata.get(space, (None, None))[0], alpha, rng, unit=False),
                                 _mix(em, bdata.get(space, (None, None))[1], alpha, rng, unit=True))
                     for space, sc, em in a["item_data"]
                 ]  # fmt: skip
+                mixed = {d.space: d for d in data}
+                seg = [  # a short source file's segment is its item: so is its copy's
+                    mixed[space] if space in a["shared"] else
+                    SegmentData(space, _mix(sc, (bseg.get(space) or (None, None))[0], alpha, rng, unit=False),
+                                _mix(em, (bseg.get(space) or (None, None))[1], alpha, rng, unit=True))
+                    for space, (sc, em) in a["segment"].items()
+                ]  # fmt: skip
                 cat.put_item(item, [(0.0, float(a["end"]), seg)], data)
         done = min(n, done + chunk)
     return time.perf_counter() - t
+
+
+def disk_ledger(data: Path, n: int) -> dict[str, int]:
+    """Bytes per item of each part of a data directory: SQLite tables and indexes (``dbstat``, after a
+    checkpoint), columns, each vector index file, the rest; largest first."""
+    import sqlite3
+
+    parts: dict[str, int] = {}
+    catalog = data / "catalog.sqlite"
+    with sqlite3.connect(catalog) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        for name, size in conn.execute("SELECT name, sum(pgsize) FROM dbstat GROUP BY name"):
+            key = f"catalog:{name}" if size >= 0.02 * catalog.stat().st_size else "catalog:other"
+            parts[key] = parts.get(key, 0) + int(size)
+    for f in data.rglob("*"):
+        if f.is_file() and not f.name.startswith("catalog.sqlite"):
+            rel = f.relative_to(data)
+            key = "columns" if rel.parts[0] == "columns" else str(rel) if rel.parts[0] == "vectors" else "other"
+            parts[key] = parts.get(key, 0) + f.stat().st_size
+    return {k: round(v / max(n, 1)) for k, v in sorted(parts.items(), key=lambda kv: -kv[1])}
 
 
 def _timed(fn, reps: list) -> tuple[list[float], list[float]]:
@@ -203,6 +236,7 @@ def run(n: int, *, source_dir: str | None = None, work: str | None = None, seed:
         t = time.perf_counter()
         store.flush(force=True)
         out["flush_s"] = round(time.perf_counter() - t, 2)  # columns + vector indexes (HNSW above 50k)
+    out["disk_ledger_bytes_per_item"] = disk_ledger(data, n)  # checkpoints the WAL first
     disk = sum(f.stat().st_size for f in data.rglob("*") if f.is_file())
     out["disk_bytes_per_item"] = round(disk / max(n, 1))
     qs = [f"{QUERIES[i % len(QUERIES)]}" + ("" if i < len(QUERIES) else f" {i}") for i in range(queries)]
@@ -254,7 +288,8 @@ def format_report(r: dict[str, Any]) -> str:
         [
             f"synthetic library: {r['items']} items from {r['sources']} real analyses ({r['data_dir']})",
             f"  build {r['build_s']} s (bulk writes), flush {r['flush_s']} s (columns + vector indexes)",
-            f"  disk {r['disk_bytes_per_item']} bytes per item",
+            f"  disk {r['disk_bytes_per_item']} bytes per item: "
+            + ", ".join(f"{k} {v}" for k, v in r.get("disk_ledger_bytes_per_item", {}).items()),
             f"  query process: open + first query {r['query_process']['open_first_query_s']:.2f} s, "
             f"peak RSS {r['query_process']['rss_mb']:.0f} MB",
             f"  text query wall p50 {r['text_query_wall']['p50_ms']} ms p99 {r['text_query_wall']['p99_ms']} ms; "

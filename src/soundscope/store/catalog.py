@@ -37,7 +37,7 @@ def _bind_numpy_scalars() -> None:
 
 _bind_numpy_scalars()
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 FTS_SCAN = 5_000  # matches of a keyword query scored by BM25 at most (see Catalog.fts)
 
 MIGRATIONS: dict[int, str] = {
@@ -158,7 +158,32 @@ MIGRATIONS: dict[int, str] = {
         PRIMARY KEY(item_id, language)
     ) WITHOUT ROWID;
     """,
+    # Shared segments (issue 10, disk): a file of one segment (every clip of 5 s or less) stored its data
+    # twice, as the segment's and as the item's, byte for byte: 3.7 of 15.5 KB per item. Its segment is
+    # now `shared`: a segment_data row is kept only for a space where the two differ, and a missing row
+    # means "the item's" (see SEGMENT_DATA). Existing libraries are compacted here.
+    5: """
+    ALTER TABLE segments ADD COLUMN shared INTEGER NOT NULL DEFAULT 0;
+    UPDATE segments SET shared = 1
+        WHERE item_id IN (SELECT item_id FROM segments GROUP BY item_id HAVING count(*) = 1);
+    DELETE FROM segment_data WHERE EXISTS (
+        SELECT 1 FROM segments s JOIN item_data d ON d.item_id = s.item_id
+        WHERE s.id = segment_data.segment_id AND s.shared = 1 AND d.space = segment_data.space
+          AND d.scores IS segment_data.scores AND d.embedding IS segment_data.embedding
+    );
+    """,
 }
+# One segment's data in one segment space (:space, an analyzer's: not "description", which items alone
+# have): its own segment_data row, or, for a shared segment without one, its item's item_data row.
+# Append a WHERE over s.* (segments); the columns are segment_id, item_id, start, end, scores, embedding.
+SEGMENT_DATA = """
+    SELECT s.id AS segment_id, s.item_id AS item_id, s.start AS start, s.end AS end,
+           CASE WHEN sd.segment_id IS NULL THEN d.scores ELSE sd.scores END AS scores,
+           CASE WHEN sd.segment_id IS NULL THEN d.embedding ELSE sd.embedding END AS embedding
+    FROM segments s
+    LEFT JOIN segment_data sd ON sd.segment_id = s.id AND sd.space = :space
+    LEFT JOIN item_data d ON sd.segment_id IS NULL AND s.shared = 1 AND d.item_id = s.item_id AND d.space = :space
+"""
 TOMBSTONE_KINDS = {"items": "item", "segments": "segment", "passages": "passage"}
 EVENT_KINDS = ("like", "dislike", "play", "skip")  # what a listener did with an item (events.kind)
 
@@ -440,24 +465,24 @@ class Catalog:
             item_id = int(cur.lastrowid)
             seg_ids = []
             spaces: set[str] = set()
+            whole = {d.space: (to_blob(d.scores), to_blob(d.embedding)) for d in item_data}
+            shared = len(segments) == 1  # its data rows are the item's wherever they are equal
             for start, end, datas in segments:
                 sid = int(
                     self.conn.execute(
-                        "INSERT INTO segments(item_id, start, end) VALUES(?,?,?)", (item_id, start, end)
+                        "INSERT INTO segments(item_id, start, end, shared) VALUES(?,?,?,?)",
+                        (item_id, start, end, int(shared)),
                     ).lastrowid
                 )
                 seg_ids.append(sid)
                 for d in datas:
-                    self.conn.execute(
-                        "INSERT INTO segment_data VALUES(?,?,?,?)",
-                        (sid, d.space, to_blob(d.scores), to_blob(d.embedding)),
-                    )
+                    blobs = (to_blob(d.scores), to_blob(d.embedding))
+                    if not (shared and whole.get(d.space) == blobs):
+                        self.conn.execute("INSERT INTO segment_data VALUES(?,?,?,?)", (sid, d.space, *blobs))
                     spaces.add(d.space)
-            for d in item_data:
-                self.conn.execute(
-                    "INSERT INTO item_data VALUES(?,?,?,?)", (item_id, d.space, to_blob(d.scores), to_blob(d.embedding))
-                )
-                spaces.add(d.space)
+            for space, blobs in whole.items():
+                self.conn.execute("INSERT INTO item_data VALUES(?,?,?,?)", (item_id, space, *blobs))
+                spaces.add(space)
             self._index_text(item_id, item["path"], item.get("tags", {}), item.get("description", ""))
             texts = [p["text"] for p in passages or []]
             for k, p in enumerate(passages or []):
@@ -672,18 +697,6 @@ class Catalog:
         return int(cur.rowcount)
 
     # -- vectors and scores -------------------------------------------------------------------
-    def segment_vectors(self, space: str) -> tuple[np.ndarray, np.ndarray]:
-        """All (segment ids (n,), embeddings (n, dim)) of ``space``, for rebuilding an index."""
-        keys, vecs = [], []
-        for sid, blob in self.conn.execute(
-            "SELECT segment_id, embedding FROM segment_data WHERE space=? AND embedding IS NOT NULL", (space,)
-        ):
-            keys.append(sid)
-            vecs.append(from_blob(blob))
-        if not keys:
-            return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
-        return np.asarray(keys, np.int64), np.stack(vecs)
-
     def item_matrix(self, space: str, column: str = "scores") -> tuple[np.ndarray, np.ndarray]:
         """(item ids (n,), item-level ``scores`` or ``embedding`` rows (n, d)) for ``space``."""
         assert column in ("scores", "embedding")
@@ -715,11 +728,14 @@ class Catalog:
     ) -> list[tuple[int, float, float, np.ndarray | None, np.ndarray | None]]:
         """[(segment id, start, end, scores, embedding)] of one item, in time order."""
         rows = self.conn.execute(
-            "SELECT s.id, s.start, s.end, d.scores, d.embedding FROM segments s "
-            "LEFT JOIN segment_data d ON d.segment_id = s.id AND d.space = ? WHERE s.item_id=? ORDER BY s.start",
-            (space, item_id),
+            f"{SEGMENT_DATA} WHERE s.item_id = :item ORDER BY s.start", {"space": space, "item": item_id}
         )
-        return [(r[0], r[1], r[2], from_blob(r[3]), from_blob(r[4])) for r in rows]
+        return [(r[0], r[2], r[3], from_blob(r[4]), from_blob(r[5])) for r in rows]
+
+    def segment_keys(self, space: str) -> np.ndarray:
+        """Ids (n,) of the segments that have an embedding in ``space``: the keys of its vector index."""
+        sql = f"SELECT segment_id FROM ({SEGMENT_DATA}) WHERE embedding IS NOT NULL"
+        return np.fromiter((r[0] for r in self.conn.execute(sql, {"space": space})), np.int64)
 
     def segment_items(self, segment_ids: Iterable[int]) -> dict[int, tuple[int, float, float]]:
         """segment id -> (item id, start, end)."""
@@ -806,10 +822,10 @@ class Catalog:
         upto = self.max_id(source) if upto is None else upto
         if source == "segments":
             sql = (
-                "SELECT segment_id, embedding FROM segment_data WHERE space=? AND embedding IS NOT NULL "
-                "AND segment_id > ? AND segment_id <= ? ORDER BY segment_id"
+                f"SELECT segment_id, embedding FROM ({SEGMENT_DATA} WHERE s.id > :after AND s.id <= :upto) "
+                "WHERE embedding IS NOT NULL ORDER BY segment_id"
             )
-            args: tuple = (space, after, upto)
+            args: tuple | dict = {"space": space, "after": after, "upto": upto}
         elif source == "items":
             return self.item_matrix_range(space, "embedding", after=after, upto=upto)
         else:
