@@ -105,6 +105,16 @@ def test_read_only_commands_refuse_a_missing_library(tmp_path, capsys, argv):
     assert not missing.exists()
 
 
+def test_eval_and_bench_leave_no_library_in_the_data_dir(tmp_path, capsys, monkeypatch):
+    """They build their own libraries in work folders: the user's data dir stays as it was (it used to get
+    an empty catalog)."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("SOUNDSCOPE_DATA_DIR", str(home))
+    argv = ["eval", "--section", "esc10", "--esc10", str(tmp_path / "none"), "--data-dir", str(tmp_path / "work")]
+    assert cli.main(argv) == 2 and "ESC-10 not found" in capsys.readouterr().err
+    assert not home.exists() and not (tmp_path / "work" / "catalog.sqlite").exists()
+
+
 def test_library_api_refuses_a_missing_library_for_search(tmp_path):
     import soundscope
     from soundscope.store import NoLibraryError

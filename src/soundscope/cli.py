@@ -432,6 +432,7 @@ READ_ONLY = {"search", "similar", "show", "transcript", "stats", "failures", "se
 READ_ONLY |= {"feedback", "recommend", "radio", "profile", "forget"}  # listeners need a library to exist
 READ_ONLY |= {"ask", "caption"}
 READ_ONLY |= {"identify", "duplicates"}
+NO_LIBRARY = {"eval", "bench"}  # they build their own, in temporary or named work folders
 
 
 def _error(args: argparse.Namespace, msg: str) -> int:
@@ -449,16 +450,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .store.errors import storage_error
     from .store.lock import IndexLockedError
 
-    try:
-        lib = Library(
-            args.data_dir, asr_model=args.asr_model, create=args.command not in READ_ONLY, vector_store=args.store
-        )
-    except (NoLibraryError, IncompatibleIndexError) as exc:
-        return _error(args, str(exc))
+    lib = None  # eval and bench open none: it would leave an empty library in the user's data dir
+    if args.command not in NO_LIBRARY:
+        try:
+            lib = Library(
+                args.data_dir, asr_model=args.asr_model, create=args.command not in READ_ONLY, vector_store=args.store
+            )
+        except (NoLibraryError, IncompatibleIndexError) as exc:
+            return _error(args, str(exc))
     try:
         from .cli_llm import use_llm
 
-        use_llm(lib, args)
+        if lib is not None:
+            use_llm(lib, args)
         return int(args.func(lib, args))
     except KeyboardInterrupt:
         print("\ninterrupted: rerun the same command to resume (finished files are kept)", file=sys.stderr)
@@ -466,11 +470,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (IncompatibleIndexError, IndexLockedError, KeyError, ValueError, FileNotFoundError) as exc:
         return _error(args, exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc))
     except (sqlite3.OperationalError, OSError) as exc:  # a full or read-only data directory: one clear line
-        if (storage := storage_error(exc, lib.data_dir)) is None:
+        if lib is None or (storage := storage_error(exc, lib.data_dir)) is None:
             raise
         return _error(args, str(storage))
     finally:
-        lib.close()
+        if lib is not None:
+            lib.close()
 
 
 def _run() -> Any:  # pragma: no cover
