@@ -266,7 +266,7 @@ def test_a_single_segment_item_stores_its_data_once(store):
     assert (got_id, start, end) == (sid, 0.0, 5.0)
     assert np.allclose(scores, one[0].scores, atol=1e-3) and np.allclose(emb, one[0].embedding, atol=1e-3)
     assert np.allclose(cat.segments_of(short, "n")[0][3], [0.3, 0.4], atol=1e-3)  # its own row, not [0.5, 0.4]
-    assert set(cat.segment_keys("m").tolist()) == {sid, *sids}
+    assert set(cat.vector_keys("segments", "m").tolist()) == {sid, *sids}
     keys, vecs = cat.vectors_range("segments", "m")
     assert keys.tolist() == sorted([sid, *sids]) and np.allclose(vecs[0], one[0].embedding, atol=1e-3)
     assert [len(cat.segments_of(i, "m")) for i in (short, long_)] == [1, 2]
@@ -300,7 +300,7 @@ def test_schema_5_compacts_an_existing_library(tmp_path):
     cat = Catalog(path)
     assert cat.schema_version == SCHEMA_VERSION
     assert cat.conn.execute("SELECT count(*) FROM segment_data").fetchone()[0] == 2  # item 2's two rows
-    assert cat.segment_keys("m").tolist() == [1, 2, 3]
+    assert cat.vector_keys("segments", "m").tolist() == [1, 2, 3]
     for item_id, n in ((1, 1), (2, 2)):
         view = cat.segments_of(item_id, "m")
         assert len(view) == n and all(np.allclose(em, _vec(1), atol=1e-3) for *_, em in view)

@@ -328,13 +328,6 @@ def _rebuild_passages_fts(store: Store) -> str:
 # -- vector indexes ------------------------------------------------------------------------------
 
 
-KEYS_SQL = {  # the catalog's side of a vector index: which rows hold its vectors, by source (segments:
-    # Catalog.segment_keys, since a shared segment's vector is its item's)
-    "items": "SELECT item_id FROM item_data WHERE space=? AND embedding IS NOT NULL",
-    "passages": "SELECT id FROM passages WHERE embedding IS NOT NULL",
-}
-
-
 def _vector_spaces(store: Store) -> list[str]:
     """The spaces of the models table that have a vector index (the transcript space, registered with
     dimension 0, is searched through the text encoder's vectors)."""
@@ -361,11 +354,8 @@ def _forget(store: Store, space: str) -> None:
 
 
 def _catalog_keys(store: Store, space: str) -> set[int]:
-    source = store.source(space)
-    if source == "segments":
-        return set(store.catalog.segment_keys(space).tolist())
-    args = () if source == "passages" else (space,)
-    return {int(r[0]) for r in store.catalog.conn.execute(KEYS_SQL[source], args)}
+    """The catalog's side of a vector index: the keys of the rows that hold its vectors."""
+    return set(store.catalog.vector_keys(store.source(space), space).tolist())
 
 
 def _saved_file(store: Store, space: str) -> tuple[str | None, int | None]:

@@ -732,9 +732,15 @@ class Catalog:
         )
         return [(r[0], r[2], r[3], from_blob(r[4]), from_blob(r[5])) for r in rows]
 
-    def segment_keys(self, space: str) -> np.ndarray:
-        """Ids (n,) of the segments that have an embedding in ``space``: the keys of its vector index."""
-        sql = f"SELECT segment_id FROM ({SEGMENT_DATA}) WHERE embedding IS NOT NULL"
+    def vector_keys(self, source: str, space: str) -> np.ndarray:
+        """Keys (n,) of the rows holding a vector of ``space`` in ``source`` ("segments": segment ids, a
+        shared segment's vector being its item's; "items": item ids; "passages": passage ids): what its
+        vector index must hold."""
+        sql = {
+            "segments": f"SELECT segment_id FROM ({SEGMENT_DATA}) WHERE embedding IS NOT NULL",
+            "items": "SELECT item_id FROM item_data WHERE space = :space AND embedding IS NOT NULL",
+            "passages": "SELECT id FROM passages WHERE embedding IS NOT NULL",
+        }[source]
         return np.fromiter((r[0] for r in self.conn.execute(sql, {"space": space})), np.int64)
 
     def segment_items(self, segment_ids: Iterable[int]) -> dict[int, tuple[int, float, float]]:
