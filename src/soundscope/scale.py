@@ -130,13 +130,15 @@ def disk_ledger(data: Path, n: int) -> dict[str, int]:
     """Bytes per item of each part of a data directory: SQLite tables and indexes (``dbstat``, after a
     checkpoint), columns, each vector index file, the rest; largest first."""
     import sqlite3
+    from contextlib import closing
 
     parts: dict[str, int] = {}
     catalog = data / "catalog.sqlite"
-    with sqlite3.connect(catalog) as conn:
+    with closing(sqlite3.connect(catalog)) as conn:  # sqlite3's own context manager commits, never closes
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        small = 0.02 * catalog.stat().st_size
         for name, size in conn.execute("SELECT name, sum(pgsize) FROM dbstat GROUP BY name"):
-            key = f"catalog:{name}" if size >= 0.02 * catalog.stat().st_size else "catalog:other"
+            key = f"catalog:{name}" if size >= small else "catalog:other"
             parts[key] = parts.get(key, 0) + int(size)
     for f in data.rglob("*"):
         if f.is_file() and not f.name.startswith("catalog.sqlite"):
