@@ -56,8 +56,8 @@ def test_example_similarity_adds_label_agreement():
 
     query = np.array([0.9, 0.0, 0.1], np.float32)
     same, other = np.array([0.8, 0.0, 0.1], np.float32), np.array([0.0, 0.9, 0.1], np.float32)
-    got = example_similarity(np.array([0.7, 0.7]), query, {1: same, 2: other}, [1, 2])
+    got = example_similarity(np.array([0.7, 0.7]), query, np.stack([same, other]))
     assert got[0] > got[1]  # equal embedding cosine: the one whose labels agree wins
     assert got[0] <= 1.0 and got[1] == pytest.approx((1 - QBE_LABEL_WEIGHT) * 0.7 + QBE_LABEL_WEIGHT * 0.1, abs=0.02)
-    kept = example_similarity(np.array([0.5]), query, {}, [3])  # no stored scores: the cosine stands
+    kept = example_similarity(np.array([0.5]), query, np.zeros((1, 3), np.float32))  # no scores: the cosine stands
     assert kept[0] == pytest.approx(0.5)

@@ -171,6 +171,10 @@ def test_columns_parts_delta_and_tombstones(store, monkeypatch):
     assert len(c.parts) == 2 and c.ids.tolist() == ids + more  # one saved part + the delta
     assert c.position(ids[1]) == -1 and int(c.alive.sum()) == 5
     assert np.allclose(c.label_scores("m", np.array([0, 1]), np.array([0.5, 0.5])), 0.5, atol=1e-3)
+    live = [i for i in ids + more if i != ids[1]]
+    rows = c.label_rows("m", c.positions(live[::-1]))  # rows from the saved part and the delta, any order
+    assert np.array_equal(rows, np.stack([cat.item_scores(i, "m") for i in live[::-1]]))  # the catalog's values
+    assert c.label_rows("m", np.zeros(0, np.int64)).shape == (0, 2) and c.label_rows("none", [0]).shape == (1, 0)
     fresh = Store(store.data_dir)
     again = fresh.columns()
     assert isinstance(again.parts[0].ids, np.memmap) and again.ids.tolist() == c.ids.tolist()
