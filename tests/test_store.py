@@ -175,6 +175,7 @@ def test_columns_parts_delta_and_tombstones(store, monkeypatch):
     rows = c.label_rows("m", c.positions(live[::-1]))  # rows from the saved part and the delta, any order
     assert np.array_equal(rows, np.stack([cat.item_scores(i, "m") for i in live[::-1]]))  # the catalog's values
     assert c.label_rows("m", np.zeros(0, np.int64)).shape == (0, 2) and c.label_rows("none", [0]).shape == (1, 0)
+    assert np.array_equal(c.label_rows("m", [-1, c.position(live[0])])[0], [0.0, 0.0])  # an absent item: zeros
     fresh = Store(store.data_dir)
     again = fresh.columns()
     assert isinstance(again.parts[0].ids, np.memmap) and again.ids.tolist() == c.ids.tolist()

@@ -938,13 +938,14 @@ class Searcher:
         hits = [(seg[key], sim) for key, sim in zip(keys.tolist(), sims.tolist(), strict=False) if key in seg]
         pos = m.positions([item_id for (item_id, _, _), _ in hits]).tolist()  # one vectorised look-up
         best: dict[int, tuple[float, float, float]] = {}
+        row_of: dict[int, int] = {}
         for ((item_id, start, end), sim), p in zip(hits, pos, strict=True):
             if item_id not in exclude and item_id not in best and p >= 0 and mask[p]:
-                best[item_id] = (sim, start, end)
+                best[item_id], row_of[item_id] = (sim, start, end), p
         space = analyzer.name
         if query_scores is not None and best and QBE_LABEL_WEIGHT > 0 and m.has_space(space):
             ids = list(best)
-            rows = m.label_rows(space, m.positions(ids))  # the columns: no catalog look-up per neighbour
+            rows = m.label_rows(space, [row_of[i] for i in ids])  # the columns: no catalog look-up per neighbour
             fused = example_similarity(np.array([best[i][0] for i in ids]), query_scores, rows)
             best = {i: (float(f), best[i][1], best[i][2]) for i, f in zip(ids, fused, strict=True)}
         ranked = sorted(best.items(), key=lambda kv: -kv[1][0])[:limit]

@@ -218,22 +218,19 @@ class Columns:
 
     def label_row(self, space: str, pos: int) -> np.ndarray:
         """(n_labels,) float32 scores of the item at row ``pos`` (zeros if it has none in ``space``)."""
-        k = int(np.searchsorted(self.offsets, pos, side="right") - 1)
-        mat = self.parts[k].scores.get(space)
-        if mat is None:
-            return np.zeros(self.widths.get(space, 0), np.float32)
-        return np.asarray(mat[:, pos - self.offsets[k]], np.float32)
+        return self.label_rows(space, np.array([pos]))[0]
 
-    def label_rows(self, space: str, rows: np.ndarray) -> np.ndarray:
-        """(m, n_labels) float32 scores of the items at rows ``rows`` (m,) (zeros where a part has none in
-        ``space``): one gather of m columns per part holding some of them, instead of a catalog look-up
-        per item (what a query-by-example re-ranking of ~200 neighbours needs)."""
-        rows = np.asarray(rows, np.int64)
+    def label_rows(self, space: str, rows) -> np.ndarray:
+        """(m, n_labels) float32 scores of the items at rows ``rows`` (m,) (zeros for a row of -1, as
+        :meth:`positions` gives for an absent item, or in a part with none in ``space``): one gather of m
+        columns per part holding some of them, instead of a catalog look-up per item (what a
+        query-by-example re-ranking of ~200 neighbours needs)."""
+        rows = np.asarray(rows, np.int64).reshape(-1)
         out = np.zeros((rows.shape[0], self.widths.get(space, 0)), np.float32)
-        if rows.size == 0 or space not in self.widths:
+        if space not in self.widths:
             return out
-        part_of = np.searchsorted(self.offsets, rows, side="right") - 1
-        for k in np.unique(part_of).tolist():
+        part_of = np.where(rows >= 0, np.searchsorted(self.offsets, rows, side="right") - 1, -1)
+        for k in np.unique(part_of[part_of >= 0]).tolist():
             mat = self.parts[k].scores.get(space)
             if mat is None:
                 continue
