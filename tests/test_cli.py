@@ -122,3 +122,21 @@ def test_library_api_refuses_a_missing_library_for_search(tmp_path):
     with pytest.raises(NoLibraryError, match="no library at"):
         soundscope.search("rain", data_dir=tmp_path / "typo")
     assert not (tmp_path / "typo").exists()
+
+
+def test_a_command_runs_blas_on_one_thread():
+    """numpy (and its OpenBLAS pool) is loaded before a command parses its arguments, so setting
+    OPENBLAS_NUM_THREADS then came too late: queries ran two busy BLAS threads. The pools loaded are
+    resized; a value the user set still wins."""
+    from soundscope.threads import VARS
+
+    code = (
+        "import numpy, soundscope.cli as c; c._configure_threads(); from threadpoolctl import threadpool_info; "
+        "print(max(i['num_threads'] for i in threadpool_info() if i['user_api'] == 'blas'))"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in VARS}
+    one = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert one.stdout.strip() == "1"
+    env["OPENBLAS_NUM_THREADS"] = "2"
+    two = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert two.stdout.strip() == "2"

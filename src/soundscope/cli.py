@@ -21,8 +21,9 @@ EXIT_OK, EXIT_FAILURES, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 def _configure_threads() -> None:
     """One BLAS/ONNX thread per process: oversubscription on small machines is catastrophic."""
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(var, "1")
+    from .threads import one_thread
+
+    one_thread()
 
 
 def _mmss(seconds: float) -> str:

@@ -200,8 +200,9 @@ _WORKER: dict[str, Any] = {}
 
 def _worker_init(model_ids: list[tuple[str, str]], n_primary: int, segment_s: float, asr: str | None) -> None:
     """Load the default models in a worker process and check they are the ones the parent uses."""
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = "1"
+    from .threads import one_thread
+
+    one_thread(force=True)
     from .api import default_analyzers, default_music_analyzers
 
     models = {a.name: a for a in [*default_analyzers(), *default_music_analyzers()]}

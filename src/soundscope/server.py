@@ -75,6 +75,7 @@ from . import decode
 from .api import Library
 from .search import Filters
 from .store.lock import IndexLockedError
+from .threads import one_thread
 
 log = logging.getLogger(__name__)
 
@@ -1424,8 +1425,7 @@ WORKER_CONFIG = "SOUNDSCOPE_SERVE_WORKER"  # the settings serve(workers=N) hands
 def worker_app() -> FastAPI:
     """The app of one ``serve(workers=N)`` worker process: its own library over the same data
     directory (read-only use: indexing over HTTP is off), configured from :data:`WORKER_CONFIG`."""
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(var, "1")
+    one_thread()
     cfg = json.loads(os.environ[WORKER_CONFIG])
     library = Library(cfg["data_dir"], asr_model=cfg["asr_model"] or "none", create=False,
                       vector_store=cfg.get("vector_store"))  # fmt: skip
@@ -1446,8 +1446,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--read-token", default=os.environ.get("SOUNDSCOPE_READ_TOKEN"))
     a = p.parse_args(argv)
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(var, "1")
+    one_thread()
     serve(
         a.data_dir,
         a.host,
