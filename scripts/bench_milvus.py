@@ -42,14 +42,16 @@ def catalog_vectors(path: str, space: str, n: int) -> np.ndarray:
     """Up to ``n`` real embeddings of ``space`` from a soundscope catalog (opened read-only)."""
     import sqlite3
 
+    from soundscope.store.blobs import decode_rows
     from soundscope.store.catalog import SEGMENT_DATA
 
     con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     rows = con.execute(  # a short file's segment vector is its item's row (schema 5)
         f"SELECT embedding FROM ({SEGMENT_DATA}) WHERE embedding IS NOT NULL LIMIT :n", {"space": space, "n": n}
     ).fetchall()
+    codec = con.execute("SELECT value FROM meta WHERE key = 'blob_codec'").fetchone()  # none before schema 6
     con.close()
-    x = np.stack([np.frombuffer(b, np.float16) for (b,) in rows]).astype(np.float32)
+    x = decode_rows([b for (b,) in rows], codec[0] if codec else "f16")
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 

@@ -17,6 +17,7 @@ from soundscope import cli
 from soundscope.api import Library
 from soundscope.check import check
 from soundscope.store import Store
+from soundscope.store.blobs import encode
 from soundscope.store.lock import IndexLock, IndexLockedError
 from soundscope.store.vectors import data_file
 from tests.conftest import DEMO
@@ -160,8 +161,8 @@ def test_orphan_rows_are_found_and_deleted(store):
     conn = _raw(store)
     counts = {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("segments", "segment_data")}
     sid = conn.execute("INSERT INTO segments(item_id, start, end) VALUES(9999, 0, 5)").lastrowid
-    vec = np.ones(store.catalog.models()["yamnet"]["dim"], np.float16) / 32
-    conn.execute("INSERT INTO segment_data VALUES(?, 'yamnet', NULL, ?)", (sid, vec.tobytes()))
+    vec = np.ones(store.catalog.models()["yamnet"]["dim"], np.float32) / 32
+    conn.execute("INSERT INTO segment_data VALUES(?, 'yamnet', NULL, ?)", (sid, encode(vec, store.catalog.codec)))
     conn.execute("INSERT INTO passages(item_id, start, end, text) VALUES(9999, 0, 1, 'nobody said this')")
     found = _by_name(check(store, repair=False))
     assert found["orphan rows"].detail == "rows whose parent is gone: segments 1, passages 1"

@@ -7,6 +7,8 @@ from soundscope.store import IncompatibleIndexError, SegmentData, Store
 from soundscope.store.catalog import SCHEMA_VERSION
 from soundscope.store.vectors import data_file
 
+Q8_STEP = 1 / 127  # a q8 blob (a new catalog's) is within one code step (m/255, or m/127 if signed) of what was written
+
 
 def _item(path: str, **kw) -> dict:
     base = {
@@ -162,18 +164,19 @@ def test_columns_parts_delta_and_tombstones(store, monkeypatch):
     c = store.columns()
     assert c.ids.tolist() == ids and c.alive.all() and len(c.parts) == 1  # all delta
     assert np.allclose(c.durations, [1, 2, 3, 4]) and c.kind_is("music").tolist() == [False, True, False, True]
-    assert np.allclose(c.label_column("m", 0), [0.0, 0.1, 0.2, 0.3], atol=1e-3)
-    assert np.allclose(c.label_row("m", 2), [0.2, 0.8], atol=1e-3)
+    assert np.allclose(c.label_column("m", 0), [0.0, 0.1, 0.2, 0.3], atol=Q8_STEP)
+    assert np.allclose(c.label_row("m", 2), [0.2, 0.8], atol=Q8_STEP)
     assert store._columns.flush() and (store.data_dir / "columns" / "manifest.json").exists()
     more = [_put(cat, i, scores=[0.5, 0.5]) for i in range(4, 6)]
     cat.delete_items([ids[1]])
     c = store.columns()
     assert len(c.parts) == 2 and c.ids.tolist() == ids + more  # one saved part + the delta
     assert c.position(ids[1]) == -1 and int(c.alive.sum()) == 5
-    assert np.allclose(c.label_scores("m", np.array([0, 1]), np.array([0.5, 0.5])), 0.5, atol=1e-3)
+    assert np.allclose(c.label_scores("m", np.array([0, 1]), np.array([0.5, 0.5])), 0.5, atol=Q8_STEP)
     live = [i for i in ids + more if i != ids[1]]
     rows = c.label_rows("m", c.positions(live[::-1]))  # rows from the saved part and the delta, any order
-    assert np.array_equal(rows, np.stack([cat.item_scores(i, "m") for i in live[::-1]]))  # the catalog's values
+    catalog = np.stack([cat.item_scores(i, "m") for i in live[::-1]])
+    assert np.allclose(rows, catalog, rtol=1e-3, atol=1e-4)  # the catalog's values, as float16
     assert c.label_rows("m", np.zeros(0, np.int64)).shape == (0, 2) and c.label_rows("none", [0]).shape == (1, 0)
     assert np.array_equal(c.label_rows("m", [-1, c.position(live[0])])[0], [0.0, 0.0])  # an absent item: zeros
     fresh = Store(store.data_dir)
@@ -267,13 +270,13 @@ def test_a_single_segment_item_stores_its_data_once(store):
     long_, sids = cat.put_item(_item("/r/long.wav"), two, whole)
     rows = cat.conn.execute("SELECT segment_id, space FROM segment_data ORDER BY segment_id, space").fetchall()
     assert [tuple(r) for r in rows] == [(sid, "n"), (sids[0], "m"), (sids[0], "n"), (sids[1], "m"), (sids[1], "n")]
-    ((got_id, start, end, scores, emb),) = cat.segments_of(short, "m")  # stored as float16
+    ((got_id, start, end, scores, emb),) = cat.segments_of(short, "m")
     assert (got_id, start, end) == (sid, 0.0, 5.0)
-    assert np.allclose(scores, one[0].scores, atol=1e-3) and np.allclose(emb, one[0].embedding, atol=1e-3)
-    assert np.allclose(cat.segments_of(short, "n")[0][3], [0.3, 0.4], atol=1e-3)  # its own row, not [0.5, 0.4]
+    assert np.allclose(scores, one[0].scores, atol=Q8_STEP) and np.allclose(emb, one[0].embedding, atol=Q8_STEP)
+    assert np.allclose(cat.segments_of(short, "n")[0][3], [0.3, 0.4], atol=Q8_STEP)  # its own row, not [0.5, 0.4]
     assert set(cat.vector_keys("segments", "m").tolist()) == {sid, *sids}
     keys, vecs = cat.vectors_range("segments", "m")
-    assert keys.tolist() == sorted([sid, *sids]) and np.allclose(vecs[0], one[0].embedding, atol=1e-3)
+    assert keys.tolist() == sorted([sid, *sids]) and np.allclose(vecs[0], one[0].embedding, atol=Q8_STEP)
     assert [len(cat.segments_of(i, "m")) for i in (short, long_)] == [1, 2]
 
 
@@ -281,14 +284,15 @@ def test_schema_5_compacts_an_existing_library(tmp_path):
     """A schema-4 library's duplicated rows of single-segment items go; what every reader sees stays."""
     import sqlite3
 
-    from soundscope.store.catalog import MIGRATIONS, to_blob
+    from soundscope.store.blobs import encode
+    from soundscope.store.catalog import MIGRATIONS
 
     path = tmp_path / "catalog.sqlite"
     conn = sqlite3.connect(path, isolation_level=None)
     for version in range(1, 5):
         conn.executescript(MIGRATIONS[version])
     conn.execute("PRAGMA user_version=4")
-    blobs = (to_blob(np.array([0.9, 0.1], np.float32)), to_blob(_vec(1)))
+    blobs = (encode(np.array([0.9, 0.1], np.float32), "f16"), encode(_vec(1), "f16"))
     for item_id, segments in ((1, 1), (2, 2)):
         conn.execute(
             "INSERT INTO items(id, path, root, size, mtime, content_hash, duration_s, sample_rate, channels, "
@@ -304,9 +308,76 @@ def test_schema_5_compacts_an_existing_library(tmp_path):
 
     cat = Catalog(path)
     assert cat.schema_version == SCHEMA_VERSION
+    assert cat.codec == "f16"  # an old library keeps reading (and writing) float16 blobs
     assert cat.conn.execute("SELECT count(*) FROM segment_data").fetchone()[0] == 2  # item 2's two rows
     assert cat.vector_keys("segments", "m").tolist() == [1, 2, 3]
     for item_id, n in ((1, 1), (2, 2)):
         view = cat.segments_of(item_id, "m")
         assert len(view) == n and all(np.allclose(em, _vec(1), atol=1e-3) for *_, em in view)
     cat.close()
+
+
+def test_a_quantised_index_is_reranked_with_the_catalogs_vectors(tmp_path):
+    """An int8 index alone misorders close neighbours of 256-d vectors; the head it returns is re-scored
+    with the exact vectors, so the top 10 are the exact top 10. A float16 index saved before int8
+    indexes keeps its dtype on reopening."""
+    from soundscope.store import vectors
+    from soundscope.store.vectors import LiveIndex, UsearchIndex
+
+    rng = np.random.default_rng(0)
+    centre = rng.normal(size=256)
+    x = (centre + 0.25 * rng.normal(size=(3000, 256))).astype(np.float32)  # one cluster: cosines ~0.94
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    keys = np.arange(1, 3001, dtype=np.int64)
+    base = UsearchIndex(tmp_path / "v.usearch", 256)
+    base.add(keys, x)
+    assert base.quantized and base.dtype == "i8"
+
+    def exact(k):
+        return np.asarray(k, np.int64), x[np.asarray(k, np.int64) - 1]
+
+    plain = LiveIndex(base, np.zeros(0, np.int64), np.zeros((0, 256)), np.zeros(0, np.int64), 0)
+    ranked = LiveIndex(base, np.zeros(0, np.int64), np.zeros((0, 256)), np.zeros(0, np.int64), 0, exact=exact)
+    hits_plain, hits_ranked = [], []
+    for i in range(20):
+        q = x[i] + 0.05 * rng.normal(size=256).astype(np.float32)
+        truth = set((np.argsort(-(x @ (q / np.linalg.norm(q))))[:10] + 1).tolist())
+        hits_plain.append(len(truth & set(plain.search(q, 10)[0].tolist())))
+        got, sims = ranked.search(q, 10)
+        hits_ranked.append(len(truth & set(got.tolist())))
+        assert np.all(np.diff(sims) <= 0) and len(got) == 10
+    assert sum(hits_ranked) == 200 and sum(hits_plain) < 200  # the re-rank is what makes it exact
+    old = UsearchIndex(tmp_path / "old.usearch", 256, dtype="f16")
+    old.add(keys[:10], x[:10])
+    old.save(1, upto=10)
+    again = UsearchIndex.open(tmp_path / "old.usearch", 256)
+    assert again.dtype == "f16" and not again.quantized and len(again) == 10 and vectors.DTYPE == "i8"
+
+
+def test_an_index_with_nothing_new_moves_its_watermarks_only(store):
+    """A space no new item has vectors in (a music model while sounds arrive) keeps its data file and
+    only moves its sidecar's watermarks; a space that never had a vector gets an empty saved index.
+    Before, such a space stayed at watermark 0 and every flush and reader scanned every segment."""
+    import json
+
+    cat = store.catalog
+    cat.register_model("n", "model/v2", {}, 8, ["a", "b"])
+    for i in range(3):
+        _put(cat, i)  # vectors in "m" only
+    store.flush(force=True)
+    m_side, n_side = (store.data_dir / "vectors" / f"{s}.usearch.json" for s in ("m", "n"))
+    n_info = json.loads(n_side.read_text())
+    assert n_info["count"] == 0 and n_info["upto"] == cat.max_id("segments")  # the empty space: saved, current
+    m_file = json.loads(m_side.read_text())["file"]
+    _put(cat, 3)
+    one = SegmentData("n", None, _vec(9))
+    cat.put_item(_item("/r/n.wav"), [(0.0, 5.0, [one])], [one])  # a vector in "n" only
+    store.flush(force=True)
+    m_info = json.loads(m_side.read_text())
+    assert m_info["upto"] == cat.max_id("segments") and m_info["count"] == 4 and m_info["file"] != m_file
+    cat.delete_items([cat.item_by_path("/r/n.wav").id])
+    store.flush(force=True)  # "m" has nothing to fold: same data file, newer tombstone watermark
+    after = json.loads(m_side.read_text())
+    assert after["file"] == m_info["file"] and after["tomb_seq"] == cat.tombstone_seq() > m_info["tomb_seq"]
+    assert store.vectors("m").stale == 0 and len(store.vectors("m")) == 4
+    assert json.loads(n_side.read_text())["count"] == 0 and store.vectors("n").stale == 0

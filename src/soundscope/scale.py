@@ -25,6 +25,7 @@ import numpy as np
 
 from .bench import _pct
 from .store import SegmentData, Store
+from .threads import VARS
 
 TIE_TOLERANCE = 0.01  # a result whose exact fused score is within 1 % of the exact 10th best counts as a match
 QUERIES = [
@@ -168,6 +169,7 @@ def recall_at_10(store: Store, space: str, n_queries: int = 50, seed: int = 1) -
     keys, vecs = store.catalog.vectors_range(source, space)
     if keys.size < 20:
         return 1.0
+    vecs /= np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)  # cosine: stored rows are near unit
     vecs = vecs.astype(np.float16)
     rng = np.random.default_rng(seed)
     index = store.vectors(space)
@@ -191,7 +193,7 @@ def _shell_search(data_dir: Path, query: str) -> float:
         [sys.executable, "-m", "soundscope.cli", "search", query, "--data-dir", str(data_dir), "-n", "10"],
         check=True,
         capture_output=True,
-        env={**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"},
+        env={**os.environ, **dict.fromkeys(VARS, "1")},
     )
     return time.perf_counter() - t
 
@@ -243,8 +245,9 @@ def run(n: int, *, source_dir: str | None = None, work: str | None = None, seed:
     out["disk_bytes_per_item"] = round(disk / max(n, 1))
     qs = [f"{QUERIES[i % len(QUERIES)]}" + ("" if i < len(QUERIES) else f" {i}") for i in range(queries)]
     probe = subprocess.run(
-        [sys.executable, "-c", _PROBE, str(data), json.dumps(qs)], check=True, capture_output=True, text=True
-    )
+        [sys.executable, "-c", _PROBE, str(data), json.dumps(qs)], check=True, capture_output=True, text=True,
+        env={**os.environ, **dict.fromkeys(VARS, "1")},
+    )  # fmt: skip
     out["query_process"] = json.loads(probe.stdout.strip().splitlines()[-1])
     with Library(data, create=False) as lib:
         for q in ("warm up", "热身"):  # lazy one-time loads (the Chinese segmenter); the first query is timed apart

@@ -15,6 +15,7 @@ the writer folds it in at the end of an index run (:meth:`Store.flush`).
 from __future__ import annotations
 
 import os
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -162,7 +163,7 @@ class Store:
         source = self.source(space)
         keys, vecs = self.catalog.vectors_range(source, space, after=base.upto)
         dead = self.catalog.tombstones(source, since=base.tomb_seq)
-        idx = LiveIndex(base, keys, vecs, dead, generation)
+        idx = LiveIndex(base, keys, vecs, dead, generation, exact=partial(self.catalog.vectors_of, source, space))
         self._indexes[space] = idx
         return idx
 
@@ -180,12 +181,16 @@ class Store:
                 continue
             if dim <= 0:
                 continue
+            source = self.source(space)
+            upto, tomb = self.catalog.max_id(source), self.catalog.tombstone_seq()  # before the delta is read
             live = self.vectors(space)
+            behind = live.base.upto < upto or live.base.tomb_seq < tomb
+            if live.stale == 0 and behind and isinstance(live.base, UsearchIndex):
+                self._advance(space, live.base, upto=upto, tomb=tomb)
+                continue
             if live.stale == 0 or (live.stale <= _vectors.DELTA_MAX and not force):
                 continue
             base = live.base.writable()
-            upto, tomb = self.catalog.max_id(self.source(space)), self.catalog.tombstone_seq()
-            source = self.source(space)
             if base.upto > upto or base.tomb_seq > tomb:  # cannot be: rebuild
                 base = self._fresh(base, dim)
             base.remove(self.catalog.tombstones(source, since=base.tomb_seq, until=tomb))
@@ -208,6 +213,18 @@ class Store:
                 continue
             self._bases.pop(space, None)
             self._indexes.pop(space, None)
+
+    def _advance(self, space: str, base: UsearchIndex, *, upto: int, tomb: int) -> None:
+        """Nothing to fold into ``space``'s index: move its watermarks only (see :meth:`UsearchIndex.advance`)."""
+        created = self.catalog.get_meta("created_at") or ""
+        if base.upto > upto or base.tomb_seq > tomb or base.catalog not in ("", created):
+            return  # not this catalog's, or ahead of it: left to the rebuild path
+        try:
+            base.advance(self.catalog.generation(space), upto=upto, tomb_seq=tomb, catalog=created)
+        except OSError:
+            return  # read-only or full disk: readers keep applying the (empty) delta themselves
+        self._bases.pop(space, None)
+        self._indexes.pop(space, None)
 
     def close(self) -> None:
         for base in self._bases.values():

@@ -2,8 +2,9 @@
 
 One file, WAL mode, schema versioned by ``PRAGMA user_version`` with forward migrations.
 Each indexed file is written in one transaction, so an interrupted run never leaves half an
-item behind. Vectors and label scores are stored as float16 blobs; the vector index in
-:mod:`soundscope.store.vectors` is rebuilt from them whenever it is stale.
+item behind. Vectors and label scores are stored as blobs in the catalog's codec (8-bit companded for
+catalogs created at schema 6 or later, float16 before: see :mod:`soundscope.store.blobs`); the vector
+indexes in :mod:`soundscope.store.vectors` are rebuilt from them whenever they are stale.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from .. import faults
+from . import blobs as blob_codec
 
 
 def _bind_numpy_scalars() -> None:
@@ -37,7 +39,7 @@ def _bind_numpy_scalars() -> None:
 
 _bind_numpy_scalars()
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 FTS_SCAN = 5_000  # matches of a keyword query scored by BM25 at most (see Catalog.fts)
 
 MIGRATIONS: dict[int, str] = {
@@ -172,6 +174,11 @@ MIGRATIONS: dict[int, str] = {
           AND d.scores IS segment_data.scores AND d.embedding IS segment_data.embedding
     );
     """,
+    # 8-bit blobs (issue 10, disk): a catalog created from here on stores vectors and scores in the
+    # ``q8`` codec (meta ``blob_codec``; see blobs.py), half of float16. An older library keeps float16
+    # (no ``blob_codec`` in its meta) and is read as such; the version bump keeps an older soundscope,
+    # which knows only float16, from misreading a new one.
+    6: "",
 }
 # One segment's data in one segment space (:space, an analyzer's: not "description", which items alone
 # have): its own segment_data row, or, for a shared segment without one, its item's item_data row.
@@ -223,14 +230,6 @@ class SegmentData:
     embedding: np.ndarray | None  # (dim,) L2-normalised
 
 
-def to_blob(arr: np.ndarray | None) -> bytes | None:
-    return None if arr is None else np.asarray(arr, dtype=np.float16).tobytes()
-
-
-def from_blob(blob: bytes | None) -> np.ndarray | None:
-    return None if blob is None else np.frombuffer(blob, dtype=np.float16).astype(np.float32)
-
-
 def name_words(path: str) -> str:
     """File name and parent folder as searchable words: '/a/Dog_Bark-01.wav' -> 'a Dog Bark 01 wav'."""
     p = Path(path)
@@ -276,6 +275,9 @@ class Catalog:
             self.conn.execute("PRAGMA synchronous=NORMAL")
         self.conn.execute("PRAGMA foreign_keys=ON")
         self._migrate()
+        self.codec = self.get_meta("blob_codec") or "f16"  # libraries created before schema 6: float16
+        if self.codec not in blob_codec.CODECS:
+            raise IncompatibleIndexError(f"{self.path} stores vectors as {self.codec!r}, unknown to this soundscope")
 
     # -- schema -------------------------------------------------------------------------------
     def _migrate(self) -> None:
@@ -295,6 +297,7 @@ class Catalog:
                 self.set_meta("schema_version", str(target))
                 if target == 1:
                     self.set_meta("created_at", str(time.time()))
+                    self.set_meta("blob_codec", blob_codec.DEFAULT_CODEC)
 
     def _run_script(self, script: str) -> None:
         statement = ""
@@ -337,6 +340,21 @@ class Catalog:
         faults.point("checkpoint.end")
 
     # -- meta and models ----------------------------------------------------------------------
+    def _enc(self, arr: np.ndarray | None) -> bytes | None:
+        """(d,) values -> a blob in this catalog's codec."""
+        return blob_codec.encode(arr, self.codec)
+
+    def _dec(self, blob: bytes | None) -> np.ndarray | None:
+        """A blob of this catalog -> (d,) float32."""
+        return blob_codec.decode(blob, self.codec)
+
+    def _stack(self, blobs: list[bytes]) -> np.ndarray:
+        """Blobs of this catalog -> (m, d) float32: one decode for all rows when they are of one length
+        (one space's), not one array per row."""
+        if len({len(b) for b in blobs}) == 1:
+            return blob_codec.decode_rows(blobs, self.codec)
+        return np.stack([self._dec(b) for b in blobs])
+
     def get_meta(self, key: str, default: str | None = None) -> str | None:
         row = self.conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
         return row[0] if row else default
@@ -465,7 +483,7 @@ class Catalog:
             item_id = int(cur.lastrowid)
             seg_ids = []
             spaces: set[str] = set()
-            whole = {d.space: (to_blob(d.scores), to_blob(d.embedding)) for d in item_data}
+            whole = {d.space: (self._enc(d.scores), self._enc(d.embedding)) for d in item_data}
             shared = len(segments) == 1  # its data rows are the item's wherever they are equal
             for start, end, datas in segments:
                 sid = int(
@@ -476,7 +494,7 @@ class Catalog:
                 )
                 seg_ids.append(sid)
                 for d in datas:
-                    blobs = (to_blob(d.scores), to_blob(d.embedding))
+                    blobs = (self._enc(d.scores), self._enc(d.embedding))
                     if not (shared and whole.get(d.space) == blobs):
                         self.conn.execute("INSERT INTO segment_data VALUES(?,?,?,?)", (sid, d.space, *blobs))
                     spaces.add(d.space)
@@ -523,7 +541,7 @@ class Catalog:
                 p.get("avg_logprob", 0.0),
                 p.get("no_speech_prob", 0.0),
                 words,
-                to_blob(p.get("embedding")),
+                self._enc(p.get("embedding")),
             ),
         ).lastrowid
         self.conn.execute("INSERT INTO passages_fts(rowid, text) VALUES(?, ?)", (pid, index_text(context)))
@@ -562,10 +580,10 @@ class Catalog:
         ):
             pids.append(pid)
             items.append(item_id)
-            vecs.append(from_blob(blob))
+            vecs.append(blob)
         if not pids:
             return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
-        return np.asarray(pids, np.int64), np.asarray(items, np.int64), np.stack(vecs)
+        return np.asarray(pids, np.int64), np.asarray(items, np.int64), self._stack(vecs)
 
     def fts_passages(self, match: str, limit: int) -> list[tuple[int, float]]:
         """(passage id, bm25 score, higher is better) for an FTS5 MATCH expression over transcripts."""
@@ -706,22 +724,22 @@ class Catalog:
             (space,),
         ):
             ids.append(item_id)
-            rows.append(from_blob(blob))
+            rows.append(blob)
         if not ids:
             return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
-        return np.asarray(ids, np.int64), np.stack(rows)
+        return np.asarray(ids, np.int64), self._stack(rows)
 
     def item_scores(self, item_id: int, space: str) -> np.ndarray | None:
         """The item-level label scores of one item in ``space`` (None if absent)."""
         row = self.conn.execute("SELECT scores FROM item_data WHERE item_id=? AND space=?", (item_id, space)).fetchone()
-        return from_blob(row[0]) if row else None
+        return self._dec(row[0]) if row else None
 
     def item_vector(self, item_id: int, space: str) -> np.ndarray | None:
         """The item-level embedding of one item in ``space`` (None if absent)."""
         row = self.conn.execute(
             "SELECT embedding FROM item_data WHERE item_id=? AND space=?", (item_id, space)
         ).fetchone()
-        return from_blob(row[0]) if row else None
+        return self._dec(row[0]) if row else None
 
     def segments_of(
         self, item_id: int, space: str
@@ -730,7 +748,7 @@ class Catalog:
         rows = self.conn.execute(
             f"{SEGMENT_DATA} WHERE s.item_id = :item ORDER BY s.start", {"space": space, "item": item_id}
         )
-        return [(r[0], r[2], r[3], from_blob(r[4]), from_blob(r[5])) for r in rows]
+        return [(r[0], r[2], r[3], self._dec(r[4]), self._dec(r[5])) for r in rows]
 
     def vector_keys(self, source: str, space: str) -> np.ndarray:
         """Keys (n,) of the rows holding a vector of ``space`` in ``source`` ("segments": segment ids, a
@@ -816,10 +834,10 @@ class Catalog:
             (space, after, upto),
         ):
             ids.append(item_id)
-            rows.append(from_blob(blob))
+            rows.append(blob)
         if not ids:
             return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
-        return np.asarray(ids, np.int64), np.stack(rows)
+        return np.asarray(ids, np.int64), self._stack(rows)
 
     def vectors_range(self, source: str, space: str, *, after: int = 0, upto: int | None = None):
         """(keys (m,), vectors (m, d)) with after < key <= upto, from ``source``: "segments" (segment
@@ -840,10 +858,27 @@ class Catalog:
         keys, vecs = [], []
         for key, blob in self.conn.execute(sql, args):
             keys.append(key)
-            vecs.append(from_blob(blob))
+            vecs.append(blob)
         if not keys:
             return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
-        return np.asarray(keys, np.int64), np.stack(vecs)
+        return np.asarray(keys, np.int64), self._stack(vecs)
+
+    def vectors_of(self, source: str, space: str, keys: Iterable[int]) -> tuple[np.ndarray, np.ndarray]:
+        """(keys found (m,), their vectors (m, d)) of ``space`` in ``source`` (as :meth:`vectors_range`
+        names them) for the given keys, in no particular order: what a re-rank of ANN results reads."""
+        if source == "items":
+            return self.item_vectors(keys, space)
+        sql = (
+            f"SELECT segment_id, embedding FROM ({SEGMENT_DATA} WHERE s.id IN (SELECT value FROM json_each(:keys))) "
+            "WHERE embedding IS NOT NULL"
+            if source == "segments"
+            else "SELECT id, embedding FROM passages WHERE embedding IS NOT NULL "
+            "AND id IN (SELECT value FROM json_each(:keys))"
+        )
+        rows = self.conn.execute(sql, {"space": space, "keys": json.dumps([int(k) for k in keys])}).fetchall()
+        if not rows:
+            return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
+        return np.asarray([r[0] for r in rows], np.int64), self._stack([r[1] for r in rows])
 
     def item_scores_many(self, ids: Iterable[int], space: str) -> tuple[np.ndarray, np.ndarray]:
         """(item ids (m,), item-level label scores (m, n_labels)) of ``space`` for the given ids (chunked)."""
@@ -868,10 +903,7 @@ class Catalog:
                 blobs.append(blob)
         if not got:
             return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
-        if len({len(b) for b in blobs}) == 1:  # one decode for all rows, not one array per row
-            rows = np.frombuffer(b"".join(blobs), dtype=np.float16).reshape(len(blobs), -1).astype(np.float32)
-            return np.asarray(got, np.int64), rows
-        return np.asarray(got, np.int64), np.stack([from_blob(b) for b in blobs])
+        return np.asarray(got, np.int64), self._stack(blobs)
 
     def ids_under(self, prefix: str) -> np.ndarray:
         """(m,) ids of items at ``prefix`` or below it (an indexed range scan on the path column)."""
