@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from soundscope.api import Library
+from soundscope.store.blobs import decode
 from tests.conftest import DEMO, skip_unless_ci
 
 try:
@@ -91,9 +92,7 @@ def _blobs(lib: Library, table: str) -> dict[tuple, tuple[np.ndarray | None, np.
         )
     out = {}
     for *key, scores, emb in conn.execute(sql):
-        out[tuple(key)] = tuple(
-            None if b is None else np.frombuffer(b, np.float16).astype(np.float32) for b in (scores, emb)
-        )
+        out[tuple(key)] = tuple(decode(b, lib.store.catalog.codec) for b in (scores, emb))
     conn.close()
     return out
 
@@ -122,7 +121,7 @@ def test_ray_gives_the_same_index_and_failures_as_a_local_run(both):
             for x, y in zip((scores, emb), b[key], strict=True):
                 assert (x is None) == (y is None), key
                 if x is not None:
-                    np.testing.assert_allclose(y, x, atol=2e-3, err_msg=str(key))
+                    np.testing.assert_allclose(y, x, atol=1 / 127, err_msg=str(key))  # one q8 code step at most
     for query in ("dog barking", "rain", "someone speaking"):
         assert [(h.path, round(h.score, 3)) for h in dist.search(query, limit=4)] == [
             (h.path, round(h.score, 3)) for h in local.search(query, limit=4)
