@@ -64,3 +64,15 @@ def test_ann_recall_and_live_updates(big, tmp_path):
         after = lib.search("dog barking", limit=3)
         assert before[0].item_id not in [r.item_id for r in after] and after[0].item_id == before[1].item_id
         assert lib.similar(before[1].item_id, limit=5, include_self=True)[0].item_id == before[1].item_id
+
+
+def test_the_scale_benchmark_runs_and_can_remeasure_its_library(demo_lib, tmp_path):
+    """`soundscope bench --scale N` end to end at a small N, then `--reuse` of the library it built: the
+    same items measured again without a build (and what the add and delete timings left is folded in)."""
+    first = scale.run(300, source_dir=str(demo_lib.data_dir), work=str(tmp_path), queries=3)
+    assert first["items"] == 300 and first["build_s"] > 0 and first["recall_at_10"]["yamnet"] == 1.0
+    assert first["disk_bytes_per_item"] > 0 and first["top10_overlap_with_exact"] > 0.5
+    again = scale.run(300, source_dir=str(demo_lib.data_dir), reuse=first["data_dir"], queries=3)
+    assert "build_s" not in again and again["data_dir"] == first["data_dir"]
+    assert again["items"] == 300  # the first run added one item and deleted one
+    assert again["recall_at_10"] == first["recall_at_10"] and "build" in scale.format_report(again)

@@ -90,6 +90,8 @@ class Library:
     def rewriter(self):  # -> soundscope.llm.QueryRewriter | None
         """The language-model stage for queries (``$SOUNDSCOPE_LLM_URL``; see :mod:`soundscope.llm`), or
         None: then no network call is ever made. ``lib.rewriter.mode = "always"`` is ``--llm``."""
+        if not (os.environ.get("SOUNDSCOPE_LLM_URL") or "").strip():  # llm.ENV_URL: none configured, so the
+            return None  # module (70 ms of imports and regexes on every shell search) is not even loaded
         from .llm import rewriter_from_env
 
         return rewriter_from_env()

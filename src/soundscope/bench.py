@@ -148,7 +148,8 @@ def main(args: argparse.Namespace) -> int:
     if getattr(args, "scale", None):
         from . import scale
 
-        result = scale.run(args.scale, source_dir=args.source, work=args.work, queries=min(args.queries, 200))
+        result = scale.run(args.scale, source_dir=args.source, work=args.work, queries=min(args.queries, 200),
+                           reuse=getattr(args, "reuse", None))  # fmt: skip
         if args.out:
             Path(args.out).write_text(json.dumps(result, indent=1, ensure_ascii=False))
         print(json.dumps(result, indent=1, ensure_ascii=False) if args.json else scale.format_report(result))

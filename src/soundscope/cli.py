@@ -422,6 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--scale", type=int, metavar="N", help="benchmark a synthetic library of N items instead")
     s.add_argument("--from", dest="source", metavar="DIR", help="with --scale: grow it from this library's analyses")
     s.add_argument("--work", metavar="DIR", help="with --scale: build under this folder (default: the temp dir)")
+    s.add_argument("--reuse", metavar="LIBRARY", help="with --scale: measure the library an earlier --scale run built")
     s.set_defaults(func=cmd_bench)
     from .cli_identify import add_commands as add_fingerprint_commands
 

@@ -214,11 +214,21 @@ print(json.dumps({"open_first_query_s": first, "rss_mb": hwm / 1024}))
 """
 
 
-def run(n: int, *, source_dir: str | None = None, work: str | None = None, seed: int = 0, queries: int = 100) -> dict:
-    """Build a synthetic library of ``n`` items and measure it (see the module docstring)."""
+def run(
+    n: int,
+    *,
+    source_dir: str | None = None,
+    work: str | None = None,
+    seed: int = 0,
+    queries: int = 100,
+    reuse: str | None = None,
+) -> dict:
+    """Build a synthetic library of ``n`` items and measure it (see the module docstring). ``reuse``: measure
+    the library a previous run built there instead (grown from the same ``source_dir``; it gains and loses
+    the one item the add and delete timings write), skipping the build (25 min at 10^6 items)."""
     from .api import Library
 
-    tmp = tempfile.mkdtemp(prefix="soundscope-scale-", dir=work)
+    tmp = tempfile.mkdtemp(prefix="soundscope-scale-", dir=work) if reuse is None else str(Path(reuse).parent)
     root = Path(tmp)
     if source_dir is None:
         from .bench import demo_corpus
@@ -231,18 +241,23 @@ def run(n: int, *, source_dir: str | None = None, work: str | None = None, seed:
     with Store(src_dir, create=False) as src_store:
         sources = _source_items(src_store)
         models = src_store.catalog.models()
-    data = root / "library"
+    data = root / "library" if reuse is None else Path(reuse)
     out: dict[str, Any] = {"items": n, "sources": len(sources), "data_dir": str(data)}
-    with Store(data) as store:
-        for space, m in models.items():
-            store.catalog.register_model(space, m["model_id"], m["params"], m["dim"], m["labels"])
-        out["build_s"] = round(build(store, sources, n, seed=seed), 2)
-        t = time.perf_counter()
-        store.flush(force=True)
-        out["flush_s"] = round(time.perf_counter() - t, 2)  # columns + vector indexes (HNSW above 50k)
-    out["disk_ledger_bytes_per_item"] = disk_ledger(data, n)  # checkpoints the WAL first
+    if reuse is None:
+        with Store(data) as store:
+            for space, m in models.items():
+                store.catalog.register_model(space, m["model_id"], m["params"], m["dim"], m["labels"])
+            out["build_s"] = round(build(store, sources, n, seed=seed), 2)
+            t = time.perf_counter()
+            store.flush(force=True)
+            out["flush_s"] = round(time.perf_counter() - t, 2)  # columns + vector indexes (HNSW above 50k)
+    else:
+        with Store(data, create=False) as store:
+            out["items"] = store.catalog.count()
+            store.flush(force=True)  # what the last run's add and delete left
+    out["disk_ledger_bytes_per_item"] = disk_ledger(data, out["items"])  # checkpoints the WAL first
     disk = sum(f.stat().st_size for f in data.rglob("*") if f.is_file())
-    out["disk_bytes_per_item"] = round(disk / max(n, 1))
+    out["disk_bytes_per_item"] = round(disk / max(out["items"], 1))
     qs = [f"{QUERIES[i % len(QUERIES)]}" + ("" if i < len(QUERIES) else f" {i}") for i in range(queries)]
     probe = subprocess.run(
         [sys.executable, "-c", _PROBE, str(data), json.dumps(qs)], check=True, capture_output=True, text=True,
@@ -292,7 +307,8 @@ def format_report(r: dict[str, Any]) -> str:
     return "\n".join(
         [
             f"synthetic library: {r['items']} items from {r['sources']} real analyses ({r['data_dir']})",
-            f"  build {r['build_s']} s (bulk writes), flush {r['flush_s']} s (columns + vector indexes)",
+            f"  build {r.get('build_s', '-')} s (bulk writes), "
+            f"flush {r.get('flush_s', '-')} s (columns + vector indexes)",
             f"  disk {r['disk_bytes_per_item']} bytes per item: "
             + ", ".join(f"{k} {v}" for k, v in r.get("disk_ledger_bytes_per_item", {}).items()),
             f"  query process: open + first query {r['query_process']['open_first_query_s']:.2f} s, "

@@ -17,13 +17,15 @@ from __future__ import annotations
 import os
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import vectors as _vectors
 from .catalog import Catalog, IncompatibleIndexError, ItemRow, SegmentData
 from .columns import Columns, ColumnStore
-from .fingerprints import FingerprintIndex
 from .vectors import LiveIndex, UsearchIndex, VectorIndex
+
+if TYPE_CHECKING:  # imported when first used: it loads scipy.ndimage (0.2 s), which a text search never needs
+    from .fingerprints import FingerprintIndex
 
 __all__ = [
     "Catalog",
@@ -81,6 +83,8 @@ class Store:
     def fingerprints(self) -> FingerprintIndex:
         """The fingerprint index (``fingerprints/``), current with what a writer last saved."""
         if self._fingerprints is None:
+            from .fingerprints import FingerprintIndex
+
             self._fingerprints = FingerprintIndex(self.data_dir / "fingerprints", self.catalog)
         else:
             self._fingerprints.refresh()

@@ -33,6 +33,9 @@ DELTA_MAX = 512  # vectors newer than the saved index, searched exactly, before 
 VIEW_ABOVE = 100_000  # readers memory-map saved indexes this large instead of loading them
 DTYPE = "i8"  # how a new index stores vectors (an older one keeps the dtype its sidecar names)
 RERANK = 100  # the best keys of a quantised index that are re-scored with the catalog's exact vectors
+# HNSW search breadth (usearch's default is 64). At 10^6 synthetic items, whose copies of one source form
+# dense clusters, 64 and 128 gave description recall@10 0.976 and 256 gave 0.996, at about the same cost
+EXPANSION_SEARCH = 256
 
 
 class VectorIndex(Protocol):
@@ -74,7 +77,8 @@ class UsearchIndex:
         self.path = Path(path)
         self.dim = dim
         self.dtype = dtype
-        self._index = Index(ndim=dim, metric="cos", dtype=dtype, connectivity=16, expansion_add=128)
+        self._index = Index(ndim=dim, metric="cos", dtype=dtype, connectivity=16, expansion_add=128,
+                            expansion_search=EXPANSION_SEARCH)  # fmt: skip
         self.generation = -1
         self.upto = 0  # highest key the saved index has seen (keys are never reused)
         self.tomb_seq = 0  # catalog tombstones applied up to this sequence number
