@@ -220,9 +220,9 @@ class Store:
 
     def _advance(self, space: str, base: UsearchIndex, *, upto: int, tomb: int) -> None:
         """Nothing to fold into ``space``'s index: move its watermarks only (see :meth:`UsearchIndex.advance`)."""
-        created = self.catalog.get_meta("created_at") or ""
-        if base.upto > upto or base.tomb_seq > tomb or base.catalog not in ("", created):
-            return  # not this catalog's, or ahead of it: left to the rebuild path
+        if base.upto > upto or base.tomb_seq > tomb:
+            return  # ahead of the catalog (cannot be: ids are never reused): not moved back
+        created = self.catalog.get_meta("created_at") or ""  # _base already replaced another catalog's index
         try:
             base.advance(self.catalog.generation(space), upto=upto, tomb_seq=tomb, catalog=created)
         except OSError:

@@ -224,7 +224,7 @@ class Columns:
         """(m, n_labels) float32 scores of the items at rows ``rows`` (m,) (zeros for a row of -1, as
         :meth:`positions` gives for an absent item, or in a part with none in ``space``): one gather of m
         columns per part holding some of them, instead of a catalog look-up per item (what a
-        query-by-example re-ranking of ~200 neighbours needs)."""
+        query-by-example re-ranking of its ~100 neighbours needs)."""
         rows = np.asarray(rows, np.int64).reshape(-1)
         out = np.zeros((rows.shape[0], self.widths.get(space, 0)), np.float32)
         if space not in self.widths:

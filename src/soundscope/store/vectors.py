@@ -169,13 +169,12 @@ class UsearchIndex:
         """Write index and sidecar atomically (temp file + rename), tagged with the catalog generation
         and the watermarks it reflects: every key <= ``upto``, tombstones up to ``tomb_seq``."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        suffix = f".{os.getpid()}.{threading.get_ident()}.tmp"  # concurrent savers never share a temp file
         old = data_file(self.path)
         data = self.path.with_name(f"{self.path.stem}.{generation}-{secrets.token_hex(4)}{self.path.suffix}")
         faults.point("vectors.save")
         self._index.save(str(data))
         faults.point("vectors.sidecar")  # the new data file written, the sidecar still names the old one
-        self._write_sidecar(generation, upto=upto, tomb_seq=tomb_seq, catalog=catalog, data=data, suffix=suffix)
+        self._write_sidecar(generation, upto=upto, tomb_seq=tomb_seq, catalog=catalog, data=data)
         faults.point("vectors.saved")
         self._drop_unnamed(keep=data, old=old)
 
@@ -188,10 +187,11 @@ class UsearchIndex:
         if self.generation < 0 or not data.exists():
             self.save(generation, upto=upto, tomb_seq=tomb_seq, catalog=catalog)  # nothing saved yet: small
             return
-        suffix = f".{os.getpid()}.{threading.get_ident()}.tmp"
-        self._write_sidecar(generation, upto=upto, tomb_seq=tomb_seq, catalog=catalog, data=data, suffix=suffix)
+        self._write_sidecar(generation, upto=upto, tomb_seq=tomb_seq, catalog=catalog, data=data)
 
-    def _write_sidecar(self, generation: int, *, upto: int, tomb_seq: int, catalog: str, data: Path, suffix: str):
+    def _write_sidecar(self, generation: int, *, upto: int, tomb_seq: int, catalog: str, data: Path) -> None:
+        """Replace the sidecar (temp file + rename: the commit point) with one naming ``data``."""
+        suffix = f".{os.getpid()}.{threading.get_ident()}.tmp"  # concurrent savers never share a temp file
         meta_tmp = Path(f"{self.path}.json{suffix}")
         info = {
             "generation": generation,
