@@ -11,7 +11,7 @@ symlinks, so speech is transcribed and passages are written too). Each kill is o
 - ``commit``: stopped inside an item's transaction just before ``COMMIT``, then killed (mid-commit),
 - ``commit+``: let go from there and killed 0-5 ms later (during ``COMMIT``, which is also where
   SQLite runs its automatic WAL checkpoints),
-- ``vectors.save+``: killed 0-50 ms into writing a vector index (usearch ``save``),
+- ``vectors.save+``: killed 0-50 ms into writing a vector index (``faiss.write_index``),
 - ``vectors.sidecar``: killed after the new index file replaced the old one, before its sidecar
   (count, watermarks) was written,
 - ``checkpoint+``: killed 0-50 ms into closing the catalog, which checkpoints the WAL into the

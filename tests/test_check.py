@@ -1,4 +1,4 @@
-"""``soundscope check``: a real library (SQLite, usearch, real models) corrupted on purpose, one way per
+"""``soundscope check``: a real library (SQLite, faiss, real models) corrupted on purpose, one way per
 test; check finds each problem, ``--repair`` fixes it, and checking again is clean."""
 
 from __future__ import annotations
@@ -9,15 +9,16 @@ import sqlite3
 import threading
 from pathlib import Path
 
+import faiss
 import numpy as np
 import pytest
-from usearch.index import Index
 
 from soundscope import cli
 from soundscope.api import Library
 from soundscope.check import check
 from soundscope.store import Store
 from soundscope.store.blobs import encode
+from soundscope.store.ivf import IvfIndex
 from soundscope.store.lock import IndexLock, IndexLockedError
 from soundscope.store.vectors import data_file
 from tests.conftest import DEMO
@@ -38,7 +39,7 @@ def template(tmp_path_factory, yamnet_model) -> tuple[Path, Path]:
         assert report.indexed == len(PICKS) and report.failed == 0, report.failures
         assert lib.stats()["passages"] > 0  # the transcript full-text index has rows to lose
         lib.store.flush(force=True)  # save the vector indexes (a library this small is otherwise never saved)
-    assert data_file(root / "data" / "vectors" / "yamnet.usearch").is_file()
+    assert data_file(root / "data" / "vectors" / "yamnet.ivf").is_file()
     return corpus, root / "data"
 
 
@@ -98,16 +99,16 @@ def test_a_missing_library_exits_2(tmp_path, capsys):
 
 
 def test_deleted_vector_index_file_is_rebuilt(store):
-    path = data_file(store.data_dir / "vectors" / "yamnet.usearch")
+    path = data_file(store.data_dir / "vectors" / "yamnet.ivf")
     path.unlink()
     found = check(store, repair=False)
     assert f"{path.name} is missing" in _by_name(found)["vectors: yamnet"].detail
     _repair_and_recheck(store, {"vectors: yamnet"})
-    assert data_file(path.with_name("yamnet.usearch")).is_file()
+    assert data_file(path.with_name("yamnet.ivf")).is_file()
 
 
 def test_garbage_in_the_vector_index_file_is_rebuilt(store, capsys):
-    path = data_file(store.data_dir / "vectors" / "yamnet.usearch")
+    path = data_file(store.data_dir / "vectors" / "yamnet.ivf")
     path.write_bytes(b"\x00garbage" * 512)
     assert "unreadable" in _by_name(check(store, repair=False))["vectors: yamnet"].detail
     assert cli.main(["check", "--data-dir", str(store.data_dir)]) == 1
@@ -122,12 +123,12 @@ def test_garbage_in_the_vector_index_file_is_rebuilt(store, capsys):
 def test_a_readable_index_with_other_keys_is_found(store):
     """A well-formed saved index (sidecar in step) that lost a vector the catalog still holds would be
     trusted by the store: only comparing the keys a search sees with the catalog's catches it."""
-    meta = store.data_dir / "vectors" / "yamnet.usearch.json"
-    path = data_file(store.data_dir / "vectors" / "yamnet.usearch")
-    index = Index.restore(str(path))
-    want = np.asarray(index.keys, np.int64)
-    index.remove(int(want[0]))
-    index.save(str(path))
+    meta = store.data_dir / "vectors" / "yamnet.ivf.json"
+    path = data_file(store.data_dir / "vectors" / "yamnet.ivf")
+    index = IvfIndex.open(meta.with_suffix(""), store._dim("yamnet"), view=False)
+    want = index.keys().copy()
+    index.remove(want[:1])
+    faiss.write_index(index._index, str(path))
     meta.write_text(json.dumps({**json.loads(meta.read_text()), "count": len(want) - 1}))
     detail = _by_name(check(store, repair=False))["vectors: yamnet"].detail
     assert detail == "searches see 2 vectors, the catalog holds 3: 1 missing, 0 not in the catalog"

@@ -62,13 +62,13 @@ def test_kill_between_a_vector_index_and_its_sidecar(tmp_path, corpus):
     flush = [sys.executable, "-c", f"from soundscope.store import Store; Store({str(data)!r}).flush(force=True)"]
 
     vectors = data / "vectors"
-    empty = {p.name: p.read_text() for p in vectors.glob("*.usearch.json")}  # spaces the run had no vector in
+    empty = {p.name: p.read_text() for p in vectors.glob("*.ivf.json")}  # spaces the run had no vector in
     assert all('"count": 0' in text for text in empty.values())
     saver = Victim(flush, log, "vectors.sidecar")
     assert saver.stopped(120)
     saver.kill()
-    assert {p.name: p.read_text() for p in vectors.glob("*.usearch.json")} == empty  # no sidecar committed...
-    assert len(list(vectors.glob("*.usearch"))) > len(empty)  # ...beside the data file that was written
+    assert {p.name: p.read_text() for p in vectors.glob("*.ivf.json")} == empty  # no sidecar committed...
+    assert len(list(vectors.glob("*.ivf"))) > len(empty)  # ...beside the data file that was written
     killed = verify(data, _files(corpus), before.snapshot)
     assert killed.ok, killed.problems
 
@@ -77,5 +77,5 @@ def test_kill_between_a_vector_index_and_its_sidecar(tmp_path, corpus):
     assert saver.proc.returncode == 0
     saved = verify(data, _files(corpus), before.snapshot, final=True)
     assert saved.ok, saved.problems
-    sidecars = list(vectors.glob("*.usearch.json"))
-    assert sidecars and len(list(vectors.glob("*.usearch"))) == len(sidecars)  # the orphan was removed
+    sidecars = list(vectors.glob("*.ivf.json"))
+    assert sidecars and len(list(vectors.glob("*.ivf"))) == len(sidecars)  # the orphan was removed

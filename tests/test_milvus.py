@@ -317,7 +317,7 @@ def test_server_dies_with_a_killed_parent(tmp_path):
 
 def test_library_on_milvus_answers_like_the_embedded_store(server, demo_lib, tmp_path):
     """The same catalog with its vector indexes on the real Milvus server (``--store milvus://``): the demo
-    queries give the same top 3 as the embedded usearch store, query by example too, and a new item or a
+    queries give the same top 3 as the embedded store, query by example too, and a new item or a
     deletion is seen before and after the writer folds it in."""
     import shutil
 

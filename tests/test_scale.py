@@ -26,7 +26,7 @@ def big(demo_lib, tmp_path_factory):
 
 def test_flush_writes_parts_and_indexes(big):
     assert (big / "columns" / "manifest.json").exists()
-    assert all(data_file(big / "vectors" / f"{space}.usearch").exists() for space in ("yamnet", "description"))
+    assert all(data_file(big / "vectors" / f"{space}.ivf").exists() for space in ("yamnet", "description"))
     with Store(big) as store:
         cols = store.columns()
         assert cols.n == 2500 and isinstance(cols.parts[0].ids, np.memmap) and cols.parts[-1].n == 0
@@ -45,7 +45,8 @@ def test_candidate_search_matches_the_exact_full_scan(big, query):
         exact.searcher.exact = True
         a = [r.item_id for r in fast.search(query, limit=10)]
         b = [r.item_id for r in exact.search(query, limit=10)]
-    # a ranker's evidence stops at its best CANDIDATES, so near-identical copies may swap places
+    # the same ranking computed two ways: each ranker's candidates from its index, or from scoring
+    # every item; the description's 8-bit tail (ranks past the re-scored 100) may swap near-identical copies
     assert len(a) == 10 and len(set(a) & set(b)) >= 9, (a, b)
 
 

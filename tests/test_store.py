@@ -124,7 +124,7 @@ def test_vector_index_catches_up_incrementally_and_heals(store, monkeypatch):
     keys, sims = idx.search(_vec(3), 2)
     assert sims[0] == pytest.approx(1.0, abs=1e-3) and len(keys) == 2
     store.flush()
-    path = store.data_dir / "vectors" / "m.usearch.json"  # the sidecar: rewritten by each save
+    path = store.data_dir / "vectors" / "m.ivf.json"  # the sidecar: rewritten by each save
     assert data_file(path.with_suffix("")).exists()
     assert store.vectors("m").delta_keys.size == 0 and len(store.vectors("m")) == 5
     saved = path.stat().st_mtime_ns
@@ -192,14 +192,29 @@ def test_columns_parts_delta_and_tombstones(store, monkeypatch):
 
 
 def test_vector_backend_and_onnxruntime_load_in_either_order():
-    """Regression: usearch 2.26 segfaulted when imported before onnxruntime."""
+    """The vector backend's native library (faiss, with its own OpenMP) and onnxruntime import in either
+    order (usearch 2.26, the backend before, segfaulted when imported before onnxruntime)."""
     import subprocess
     import sys
 
-    for first, second in (("usearch.index", "onnxruntime"), ("onnxruntime", "usearch.index")):
+    for first, second in (("faiss", "onnxruntime"), ("onnxruntime", "faiss")):
         code = f"import {first}, {second}; print('ok')"
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
         assert out.returncode == 0 and out.stdout.strip() == "ok", (first, second, out.stderr[-500:])
+
+
+def test_the_vector_backend_runs_one_thread_unless_told():
+    """faiss starts one OpenMP thread per core; a search must run one (two busy threads per query process
+    on a 2-core machine halve everyone's throughput), and OMP_NUM_THREADS still wins."""
+    import os
+    import subprocess
+    import sys
+
+    code = "from soundscope.store.ivf import _faiss; print(_faiss().omp_get_max_threads())"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    for extra, want in (({}, "1"), ({"OMP_NUM_THREADS": "2"}, "2")):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**env, **extra})
+        assert out.stdout.strip() == want, out.stderr[-500:]
 
 
 ONTOLOGY_LABELS = ["Animal", "Domestic animals, pets", "Dog", "Bark", "Cat", "Meow", "Music", "Speech"]
@@ -318,20 +333,20 @@ def test_schema_5_compacts_an_existing_library(tmp_path):
 
 
 def test_a_quantised_index_is_reranked_with_the_catalogs_vectors(tmp_path):
-    """An int8 index alone misorders close neighbours of 256-d vectors; the head it returns is re-scored
-    with the exact vectors, so the top 10 are the exact top 10. A float16 index saved before int8
-    indexes keeps its dtype on reopening."""
-    from soundscope.store import vectors
-    from soundscope.store.vectors import LiveIndex, UsearchIndex
+    """An 8-bit index alone misorders close neighbours of 256-d vectors; the head it returns is re-scored
+    with the exact vectors, so the top 10 are the exact top 10."""
+    from soundscope.store.ivf import IvfIndex
+    from soundscope.store.vectors import LiveIndex
 
     rng = np.random.default_rng(0)
     centre = rng.normal(size=256)
     x = (centre + 0.25 * rng.normal(size=(3000, 256))).astype(np.float32)  # one cluster: cosines ~0.94
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     keys = np.arange(1, 3001, dtype=np.int64)
-    base = UsearchIndex(tmp_path / "v.usearch", 256)
+    base = IvfIndex(tmp_path / "v.ivf", 256)
+    base.train(x, keys.size)
     base.add(keys, x)
-    assert base.quantized and base.dtype == "i8"
+    assert base.quantized and len(base) == 3000 and base.lists == 1
 
     def exact(k):
         return np.asarray(k, np.int64), x[np.asarray(k, np.int64) - 1]
@@ -347,11 +362,79 @@ def test_a_quantised_index_is_reranked_with_the_catalogs_vectors(tmp_path):
         hits_ranked.append(len(truth & set(got.tolist())))
         assert np.all(np.diff(sims) <= 0) and len(got) == 10
     assert sum(hits_ranked) == 200 and sum(hits_plain) < 200  # the re-rank is what makes it exact
-    old = UsearchIndex(tmp_path / "old.usearch", 256, dtype="f16")
-    old.add(keys[:10], x[:10])
-    old.save(1, upto=10)
-    again = UsearchIndex.open(tmp_path / "old.usearch", 256)
-    assert again.dtype == "f16" and not again.quantized and len(again) == 10 and vectors.DTYPE == "i8"
+
+
+def test_a_far_query_finds_its_nearest_among_clusters_of_near_copies(tmp_path):
+    """The case that retired HNSW: a library of tight clusters (a source's near-copies) and a query far
+    from all of them (a text query against descriptions, cosine ~0.4). A graph search entered the wrong
+    cluster and returned none of the true 10 (text-query recall@10 0.50 at 10^6); IVF ranks the lists
+    by the query itself. Saved, reopened memory-mapped, it finds the exact top 10 of every query."""
+    from soundscope.store.ivf import IvfIndex
+    from soundscope.store.vectors import LiveIndex
+
+    rng = np.random.default_rng(3)
+    centres = rng.normal(size=(40, 64))
+    x = np.repeat(centres, 200, axis=0) + 0.05 * rng.normal(size=(8000, 64))
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    keys = np.arange(1, 8001, dtype=np.int64) * 7  # keys are ids, not positions
+    base = IvfIndex(tmp_path / "d.ivf", 64)
+    base.train(x[rng.choice(8000, 3200, replace=False)], 8000)
+    base.add(keys, x)
+    base.save(1, upto=int(keys.max()))
+    mapped = IvfIndex.open(tmp_path / "d.ivf", 64, view=True)
+    assert mapped.view and mapped.lists == 64 and len(mapped) == 8000
+
+    def exact(k):
+        k = np.asarray(k, np.int64)
+        return k, x[k // 7 - 1]
+
+    live = LiveIndex(mapped, np.zeros(0, np.int64), np.zeros((0, 64)), np.zeros(0, np.int64), 1, exact=exact)
+    for _ in range(30):
+        a, b = rng.choice(40, 2, replace=False)
+        q = centres[a] + centres[b] + 2.0 * rng.normal(size=64)  # between clusters, far from both
+        q /= np.linalg.norm(q)
+        truth = np.sort(x @ q)[::-1][:10]
+        _, sims = live.search(q, 10)
+        assert np.allclose(sims, truth, atol=1e-5)
+
+
+def test_the_index_retrains_when_the_library_outgrows_its_lists(store):
+    """The first fold trains the index; a library that grows four times past it is retrained (lists and
+    8-bit ranges fitted afresh), one that grows less is folded into by key; a sidecar of another index kind (an older
+    soundscope's usearch file) is not read: the index is rebuilt and the old files removed."""
+    import json
+
+    from soundscope.store import ivf
+
+    cat = store.catalog
+    for i in range(3):
+        _put(cat, i)
+    folder = store.data_dir / "vectors"
+    folder.mkdir(parents=True, exist_ok=True)
+    cat.register_model("n", "model/v2", {}, 8, ["a", "b"])  # a space with no vector: its index only advances
+    for space in ("m", "n"):
+        (folder / f"{space}.usearch").write_bytes(b"old")
+        meta = {"count": 3, "generation": 1, "dim": 8, "file": f"{space}.usearch"}
+        (folder / f"{space}.usearch.json").write_text(json.dumps(meta))
+    store.flush(force=True)
+    info = json.loads((folder / "m.ivf.json").read_text())
+    assert (info["kind"], info["count"], info["lists"], info["trained_for"]) == (ivf.KIND, 3, 1, 3)
+    assert not list(folder.glob("*usearch*")) and json.loads((folder / "n.ivf.json").read_text())["count"] == 0
+    assert not store.vectors("m").base.needs_rebuild(11) and store.vectors("m").base.needs_rebuild(12)
+    assert ivf.lists_for(10_000) == 128 and ivf.lists_for(100_000) == 256 and ivf.lists_for(1_000_000) == 1024
+    assert [ivf.probes_for(n) for n in (1, 256, 1024, 4096)] == [1, 16, 16, 64]
+    for i in range(3, 20):
+        _put(cat, i)
+    store.flush(force=True)  # 20 vectors, over 4 x 3: retrained
+    info = json.loads((folder / "m.ivf.json").read_text())
+    assert (info["count"], info["trained_for"]) == (20, 20)
+    for i in range(20, 25):
+        _put(cat, i)
+    store.flush(force=True)  # 25 vectors: folded in by key
+    info = json.loads((folder / "m.ivf.json").read_text())
+    assert (info["count"], info["trained_for"]) == (25, 20)
+    _, sims = store.vectors("m").search(_vec(17), 1)
+    assert sims[0] == pytest.approx(1.0, abs=1e-3)
 
 
 def test_an_index_with_nothing_new_moves_its_watermarks_only(store):
@@ -365,7 +448,7 @@ def test_an_index_with_nothing_new_moves_its_watermarks_only(store):
     for i in range(3):
         _put(cat, i)  # vectors in "m" only
     store.flush(force=True)
-    m_side, n_side = (store.data_dir / "vectors" / f"{s}.usearch.json" for s in ("m", "n"))
+    m_side, n_side = (store.data_dir / "vectors" / f"{s}.ivf.json" for s in ("m", "n"))
     n_info = json.loads(n_side.read_text())
     assert n_info["count"] == 0 and n_info["upto"] == cat.max_id("segments")  # the empty space: saved, current
     m_file = json.loads(m_side.read_text())["file"]

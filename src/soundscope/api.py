@@ -55,7 +55,7 @@ class Library:
         (multilingual), a CTranslate2 model folder, or "none"; also set by ``$SOUNDSCOPE_ASR_MODEL``.
         ``create=False`` refuses a data directory with no library (:class:`~soundscope.store.NoLibraryError`).
         ``vector_store``: "milvus://host:19530" keeps the vector indexes on a Milvus server or cluster
-        (default ``$SOUNDSCOPE_STORE``; None: embedded usearch files in the data directory)."""
+        (default ``$SOUNDSCOPE_STORE``; None: embedded faiss IVF files in the data directory)."""
         self.store = Store(data_dir, create=create, vector_store=vector_store)
         self._analyzers = analyzers
         self._music_analyzers = music_analyzers

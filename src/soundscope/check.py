@@ -16,7 +16,7 @@ What is checked (and what ``repair`` does):
 - **full-text: items** / **full-text: transcripts**: items (passages) missing from ``items_fts``
   (``passages_fts``), rows there with no item (passage), and FTS5's own ``integrity-check`` (rebuild
   the table from ``items`` or ``passages``).
-- **vectors: <space>**, for each vector space of the ``models`` table: the saved usearch file (both
+- **vectors: <space>**, for each vector space of the ``models`` table: the saved IVF index file (both
   it and its ``.json`` sidecar, readable, dimension, count, no key above its watermark), then the keys
   a search sees (the saved index plus what the catalog gained and lost since) against the ids of the
   rows holding an embedding in that space (delete the file and write it afresh from SQLite).
@@ -343,7 +343,7 @@ def _vector_spaces(store: Store) -> list[str]:
 
 
 def _index_paths(store: Store, space: str) -> tuple[Path, Path]:
-    path = store.data_dir / "vectors" / f"{space}.usearch"
+    path = store.data_dir / "vectors" / f"{space}.ivf"
     return path, Path(f"{path}.json")
 
 
@@ -360,7 +360,7 @@ def _catalog_keys(store: Store, space: str) -> set[int]:
 
 def _saved_file(store: Store, space: str) -> tuple[str | None, int | None]:
     """(problem or None, vectors in the saved index or None when there is none) for the file itself."""
-    from usearch.index import Index
+    from .store.ivf import IvfIndex
 
     path, meta = _index_paths(store, space)
     path = data_file(path)  # the data file the sidecar names
@@ -375,19 +375,18 @@ def _saved_file(store: Store, space: str) -> tuple[str | None, int | None]:
         count = int(info["count"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         return f"{meta.name} is unreadable ({type(exc).__name__}: {exc})", None
+    if count == 0:
+        return None, 0  # an empty space saves an empty data file
+    index = IvfIndex(path, store._dim(space))
+    index.view = True
     try:
-        index = Index.restore(str(path), view=True)
+        index._read(path)
     except (OSError, RuntimeError, ValueError) as exc:
-        return f"{path.name} is unreadable ({exc})", None
-    if index is None:
-        return f"{path.name} is not a usearch index", None
-    dim = store._dim(space)
-    if int(index.ndim) != dim:
-        return f"{path.name} holds {index.ndim}-d vectors, the model's are {dim}-d", None
+        return f"{path.name} is unreadable ({str(exc).splitlines()[0][:200]})", None
     if len(index) != count:
         return f"{path.name} holds {_plural(len(index), 'vector')}, its {meta.name} says {count}", None
     upto = int(info.get("upto", -1))
-    if upto >= 0 and len(index) and int(max(index.keys)) > upto:
+    if upto >= 0 and len(index) and int(index.keys().max()) > upto:
         return f"{path.name} holds keys above its watermark ({upto})", None
     return None, len(index)
 

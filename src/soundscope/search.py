@@ -409,7 +409,10 @@ class Searcher:
     ) -> None:
         self.store = store
         self.encoder = encoder
-        self.exact = False  # True: every ranker scans every item (the reference for ANN overlap checks)
+        # True: every ranker scores every item, with no index (the reference for overlap checks), and hands
+        # fusion its best k as the candidate path does; with exact_full_depth every item's rank is fused
+        self.exact = False
+        self.exact_full_depth = False
         self._exact_desc: tuple[int, np.ndarray, np.ndarray] | None = None
         self.label_top_k = label_top_k
         self.temperature = temperature
@@ -538,7 +541,7 @@ class Searcher:
         texts = self._readable_texts([positive, pq.text_en, styled])
         mask = self.filter_mask(m, _with_parsed(filters, pq)) & self._exclusion_mask(m, pq)
         q = self.encoder.encode([texts[0] if texts else positive])[0]
-        k = m.n if self.exact else max(CANDIDATES, limit)
+        k = m.n if self.exact and self.exact_full_depth else max(CANDIDATES, limit)
         lists: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # ranker -> (rows, scores), best first
         dense: dict[str, np.ndarray] = {}  # rankers scored on every item (vectorised), for explanations
         label_sims = self.all_label_sims(texts)
@@ -643,7 +646,9 @@ class Searcher:
             if self._exact_desc is None or self._exact_desc[0] != gen:
                 self._exact_desc = (gen, *self.store.catalog.item_matrix(DESCRIPTION_SPACE, "embedding"))
             _, got, vecs = self._exact_desc
-            return self._exact_top(m, got, vecs, q, mask, k)
+            return self._exact_top(
+                m, got, vecs, q, mask, k if self.exact_full_depth else min(k, max(ANN_CANDIDATES, limit))
+            )
         if allowed < m.n and allowed <= EXACT_FILTERED:
             got, vecs = self.store.catalog.item_vectors(m.ids[mask], DESCRIPTION_SPACE)
             return self._exact_top(m, got, vecs, q, mask, k)
@@ -771,7 +776,7 @@ class Searcher:
         expr = textnorm.fts_query(query)
         if expr and KEYWORD_COLUMNS:
             expr = f"{{{' '.join(KEYWORD_COLUMNS)}}} : ({expr})"
-        hits = self.store.catalog.fts(expr, limit=k * 2) if expr else []
+        hits = self.store.catalog.fts(expr, limit=k * 2, exact=self.exact) if expr else []
         if not hits:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
         rows = m.positions([h[0] for h in hits])

@@ -3,7 +3,7 @@
 Layout of ``<data_dir>``::
 
     catalog.sqlite            items, segments, scores, vectors (truth), FTS5, failures, model registry
-    vectors/<space>.usearch   nearest-neighbour index for <space> (segment, item or passage vectors)
+    vectors/<space>.ivf       nearest-neighbour index for <space> (segment, item or passage vectors)
     columns/                  memory-mapped query columns (durations, kinds, descriptors, label scores)
     fingerprints/             landmark hashes for identify / duplicates (see :mod:`.fingerprints`)
 
@@ -19,10 +19,13 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from . import vectors as _vectors
 from .catalog import Catalog, IncompatibleIndexError, ItemRow, SegmentData
 from .columns import Columns, ColumnStore
-from .vectors import LiveIndex, UsearchIndex, VectorIndex
+from .ivf import IvfIndex
+from .vectors import LiveIndex, VectorIndex
 
 if TYPE_CHECKING:  # imported when first used: it loads scipy.ndimage (0.2 s), which a text search never needs
     from .fingerprints import FingerprintIndex
@@ -46,6 +49,12 @@ FOLD_CHUNK = 50_000  # key range read from the catalog at a time when folding a 
 class NoLibraryError(FileNotFoundError):
     """A read-only command was pointed at a data directory that holds no library (a typo in a path
     must not silently create an empty one)."""
+
+
+def _drop_legacy(folder: Path, space: str) -> None:
+    """Remove the usearch (HNSW) files of ``space`` an older soundscope saved (its IVF index now serves it)."""
+    for entry in folder.glob(f"{space}.*usearch*"):
+        entry.unlink(missing_ok=True)
 
 
 def default_data_dir() -> Path:
@@ -74,7 +83,7 @@ class Store:
         self.catalog = Catalog(self.data_dir / "catalog.sqlite")
         self._columns = ColumnStore(self.catalog, self.data_dir / "columns")
         self._indexes: dict[str, LiveIndex] = {}
-        self._bases: dict[str, Any] = {}  # space -> UsearchIndex or MilvusIndex (the saved part)
+        self._bases: dict[str, Any] = {}  # space -> IvfIndex or MilvusIndex (the saved part)
         self._fingerprints: FingerprintIndex | None = None
         self.vector_store = vector_store if vector_store is not None else os.environ.get("SOUNDSCOPE_STORE") or None
         if self.vector_store in ("", "embedded", "usearch"):
@@ -116,16 +125,16 @@ class Store:
         """The saved index of ``space`` (memory-mapped when large), reopened when a writer replaced it."""
         if self.vector_store:
             return self._milvus_base(space, dim)
-        path = self.data_dir / "vectors" / f"{space}.usearch"
+        path = self.data_dir / "vectors" / f"{space}.ivf"
         base = self._bases.get(space)
         try:
             stamp = os.stat(f"{path}.json").st_mtime_ns
         except OSError:
             stamp = -1
         if base is None or getattr(base, "_stamp", None) != stamp:
-            base = UsearchIndex.open(path, dim)
+            base = IvfIndex.open(path, dim)
             if base.catalog != (self.catalog.get_meta("created_at") or ""):
-                base = UsearchIndex(path, dim)  # built from another catalog (or none): start over
+                base = IvfIndex(path, dim)  # built from another catalog (or none): start over
             base._stamp = stamp  # type: ignore[attr-defined]
             self._bases[space] = base
         return base
@@ -149,10 +158,9 @@ class Store:
             base.clear()
         return base
 
-    def _fresh(self, base, dim: int):
-        """An empty index in place of ``base`` (a rebuild)."""
-        if isinstance(base, UsearchIndex):
-            return UsearchIndex(base.path, dim)
+    @staticmethod
+    def _fresh(base, dim: int):
+        """``base`` (a Milvus collection) emptied, for a rebuild (an embedded index is retrained instead)."""
         base.clear()
         return base
 
@@ -189,20 +197,18 @@ class Store:
             upto, tomb = self.catalog.max_id(source), self.catalog.tombstone_seq()  # before the delta is read
             live = self.vectors(space)
             behind = live.base.upto < upto or live.base.tomb_seq < tomb
-            if live.stale == 0 and behind and isinstance(live.base, UsearchIndex):
+            if live.stale == 0 and behind and isinstance(live.base, IvfIndex):
                 self._advance(space, live.base, upto=upto, tomb=tomb)
                 continue
             if live.stale == 0 or (live.stale <= _vectors.DELTA_MAX and not force):
                 continue
-            base = live.base.writable()
-            if base.upto > upto or base.tomb_seq > tomb:  # cannot be: rebuild
-                base = self._fresh(base, dim)
-            base.remove(self.catalog.tombstones(source, since=base.tomb_seq, until=tomb))
-            for after in range(base.upto, upto, FOLD_CHUNK):  # bounded memory on a large backlog
-                keys, vecs = self.catalog.vectors_range(source, space, after=after, upto=min(upto, after + FOLD_CHUNK))
-                if isinstance(base, UsearchIndex):
-                    base.remove(keys)  # idempotent: a key that somehow is there already is replaced
-                base.add(keys, vecs)  # (Milvus upserts)
+            base = live.base
+            ahead = base.upto > upto or base.tomb_seq > tomb  # cannot be (ids are never reused): rebuild
+            if isinstance(base, IvfIndex) and (ahead or base.needs_rebuild(len(live))):
+                base = self._retrain(space, base.path, dim, upto)  # first build, or outgrew its lists
+            else:
+                base = self._fresh(base, dim) if ahead else base.writable()
+                self._fold(space, base, upto=upto, tomb=tomb)
             try:
                 base.save(
                     self.catalog.generation(space),
@@ -212,14 +218,45 @@ class Store:
                 )
             except OSError:
                 continue  # read-only or full disk: readers keep applying the delta themselves
-            if not isinstance(base, UsearchIndex):
+            if not isinstance(base, IvfIndex):
                 self._indexes.pop(space, None)
                 continue
             self._bases.pop(space, None)
             self._indexes.pop(space, None)
+            _drop_legacy(self.data_dir / "vectors", space)
 
-    def _advance(self, space: str, base: UsearchIndex, *, upto: int, tomb: int) -> None:
-        """Nothing to fold into ``space``'s index: move its watermarks only (see :meth:`UsearchIndex.advance`)."""
+    def _fold(self, space: str, base, *, upto: int, tomb: int) -> None:
+        """Apply to ``base`` the catalog's deletions since its watermark and add its keys above it."""
+        source = self.source(space)
+        base.remove(self.catalog.tombstones(source, since=base.tomb_seq, until=tomb))
+        for after in range(base.upto, upto, FOLD_CHUNK):  # bounded memory on a large backlog
+            keys, vecs = self.catalog.vectors_range(source, space, after=after, upto=min(upto, after + FOLD_CHUNK))
+            if isinstance(base, IvfIndex):
+                base.remove(keys)  # idempotent: a key that somehow is there already is replaced
+            base.add(keys, vecs)  # (Milvus upserts)
+
+    def _retrain(self, space: str, path: Path, dim: int, upto: int) -> IvfIndex:
+        """A new index of ``space`` over every catalog vector with key <= ``upto``: lists sized for
+        their count and trained on a random sample of them, then filled chunk by chunk (bounded memory)."""
+        from . import ivf
+
+        source = self.source(space)
+        keys = self.catalog.vector_keys(source, space)
+        keys = keys[keys <= upto]
+        base = IvfIndex(path, dim)
+        if keys.size == 0:
+            return base  # nothing left: an empty index
+        rng = np.random.default_rng(0)
+        want = min(keys.size, ivf.TRAIN_MAX, ivf.TRAIN_PER_LIST * ivf.lists_for(keys.size))
+        _, sample = self.catalog.vectors_of(source, space, rng.choice(keys, size=want, replace=False).tolist())
+        base.train(sample, keys.size)
+        for after in range(0, upto, FOLD_CHUNK):
+            got, vecs = self.catalog.vectors_range(source, space, after=after, upto=min(upto, after + FOLD_CHUNK))
+            base.add(got, vecs)
+        return base
+
+    def _advance(self, space: str, base: IvfIndex, *, upto: int, tomb: int) -> None:
+        """Nothing to fold into ``space``'s index: move its watermarks only (see :meth:`IvfIndex.advance`)."""
         if base.upto > upto or base.tomb_seq > tomb:
             return  # ahead of the catalog (cannot be: ids are never reused): not moved back
         created = self.catalog.get_meta("created_at") or ""  # _base already replaced another catalog's index
@@ -229,10 +266,11 @@ class Store:
             return  # read-only or full disk: readers keep applying the (empty) delta themselves
         self._bases.pop(space, None)
         self._indexes.pop(space, None)
+        _drop_legacy(self.data_dir / "vectors", space)
 
     def close(self) -> None:
         for base in self._bases.values():
-            if not isinstance(base, UsearchIndex):
+            if not isinstance(base, IvfIndex):
                 base.close()
         self.catalog.close()
 

@@ -14,7 +14,7 @@ library is read the way it was written:
 
 Half the bytes of float16 (issue 10: 11.5 KB per 5 s item at 100k, against a budget of 8 KB).
 No maintained package covers this: numpy has no 8-bit float, and the vector-search libraries'
-int8 modes (usearch, faiss SQ8) quantise inside their own index files, not a blob we keep.
+8-bit index modes (faiss SQ8, usearch i8) quantise inside their own index files, not a blob we keep.
 """
 
 from __future__ import annotations

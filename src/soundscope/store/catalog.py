@@ -766,16 +766,17 @@ class Catalog:
         rows = self._rows_with_ids("SELECT id, item_id, start, end FROM segments", segment_ids)
         return {r[0]: (r[1], r[2], r[3]) for r in rows}
 
-    def fts(self, match: str, limit: int) -> list[tuple[int, float]]:
+    def fts(self, match: str, limit: int, *, exact: bool = False) -> list[tuple[int, float]]:
         """(item id, bm25 score, higher is better) for an FTS5 MATCH expression, best ``limit`` first.
 
         BM25 in ``ORDER BY`` scores every matching row (a word in 10^5 descriptions costs 10^5 doc-size
         reads), so at most :data:`FTS_SCAN` matches are scored, the oldest first, and the best of those
-        kept: exact below that many matches, an approximation for words too common to discriminate."""
+        kept: exact below that many matches, an approximation for words too common to discriminate.
+        ``exact``: score every match (the reference ranking of overlap checks)."""
         try:
             rows = self.conn.execute(
                 "SELECT rowid, -bm25(items_fts, 2.0, 1.5, 1.0) FROM items_fts WHERE items_fts MATCH ? LIMIT ?",
-                (match, max(limit, FTS_SCAN)),
+                (match, -1 if exact else max(limit, FTS_SCAN)),
             ).fetchall()
         except sqlite3.OperationalError:
             return []

@@ -58,7 +58,7 @@ DELETE_BATCH = 8_192  # keys per delete expression
 KIND_MAX = 64
 META_PROPERTY = "soundscope.meta"
 
-# index name -> (build params, search params); "auto" is HNSW, like the embedded usearch default
+# index name -> (build params, search params); "auto" is HNSW (the embedded default is IVF-SQ8, store/ivf.py)
 INDEXES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "FLAT": ({}, {}),
     "IVF_FLAT": ({"nlist": 1024}, {"nprobe": 8}),
@@ -163,7 +163,7 @@ class MilvusIndex:
         self.timeout = float(timeout)
         self.consistency = consistency  # of searches; Strong waits for the next time tick (200-400 ms)
         self.generation = -1
-        self.upto = 0  # highest key the saved collection has seen (as UsearchIndex)
+        self.upto = 0  # highest key the saved collection has seen (as IvfIndex)
         self.tomb_seq = 0  # catalog tombstones applied up to this sequence number
         self.catalog = ""  # the catalog it was built from (its created_at)
         self.view = False
