@@ -107,8 +107,8 @@ def test_prefix_table_answers_like_the_dict(fast: text.UseEncoder, package_token
 
 def test_prefix_memo_starts_over_past_its_limit(fast: text.UseEncoder, package_tokenizer, monkeypatch) -> None:
     """A memo cleared every few strings still gives the package's tokens, and stays that small."""
-    monkeypatch.setattr(text, "_MEMO_LIMIT", 5)
     ours = fast._model._tokenizer
+    monkeypatch.setattr(ours._prefixes.get.__self__, "limit", 5)
     for t in TEXTS:
         assert ours.encode(t) == package_tokenizer.encode(t), t
     assert len(ours._prefixes.get.__self__) <= 5

@@ -13,7 +13,6 @@ import os
 import pickle
 import shutil
 import threading
-import zlib
 from array import array
 from collections.abc import Callable, Sequence
 from functools import lru_cache
@@ -21,6 +20,8 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+
+from . import strtable
 
 log = logging.getLogger(__name__)
 
@@ -102,9 +103,6 @@ def cache_dir() -> Path:
 
 # Bump when the cache layout changes: a folder written by another layout is never read.
 _CACHE_FORMAT = "v2"
-# Strings the prefix table remembers per process before starting over: about the package dict's own 250,952 keys,
-# so the memo never holds more memory than the dict it replaces.
-_MEMO_LIMIT = 250_000
 
 
 def _fast_parts(model, version: str):
@@ -168,21 +166,16 @@ def _load_backend(folder: Path):
 
 # The tokenizer cache. Pickling the whole UsePureTokenizer (v1) cost 0.1-0.3 s per process to unpickle: almost
 # all of it is rebuilding its ``_prefixes`` dict (250,952 str keys) and ``_pieces`` list (128,000 str), one
-# Python object each. Here those are flat arrays read memory-mapped (no per-string work at load) and only the
-# strings a query touches become Python objects. What remains is pickled: a shell of the tokenizer whose big
-# attributes are None (a few scalars and the normalizer's 60 KB of small tables, ~50 µs to load).
-# A static-trie package (marisa-trie, DAWG) could serve the lookups too, but would be one more compiled
-# dependency for a 40-line open-addressing table, which a test checks against the package's dict key for key.
+# Python object each. Here those are flat arrays read memory-mapped (no per-string work at load: the prefixes
+# are a :mod:`strtable`) and only the strings a query touches become Python objects. What remains is pickled: a
+# shell of the tokenizer whose big attributes are None (a few scalars and the normalizer's 60 KB of small tables,
+# ~50 µs to load).
 
 
 def _save_tokenizer(tokenizer, folder: Path) -> None:
     """``tok.*`` files: the pickled shell, the prefix hash table, the pieces, the scores and the charsmap trie."""
-    prefixes = tokenizer._prefixes
-    keys = [key.encode() for key in prefixes]
-    _save_packed(folder, "tok.keys", keys)
-    np.save(folder / "tok.values.npy", np.fromiter(prefixes.values(), np.int32, len(prefixes)))
-    np.save(folder / "tok.slots.npy", _hash_slots(keys))
-    _save_packed(folder, "tok.pieces", [piece.encode() for piece in tokenizer._pieces])
+    strtable.save(folder, "tok", tokenizer._prefixes)  # tok.keys.*, tok.values and tok.slots
+    strtable.save_packed(folder, "tok.pieces", [piece.encode() for piece in tokenizer._pieces])
     np.save(folder / "tok.scores.npy", np.asarray(tokenizer._scores, np.float32))
     normalizer = copy.copy(tokenizer._normalizer)
     if normalizer._units is not None:
@@ -199,110 +192,30 @@ def _load_tokenizer(folder: Path):
     """The tokenizer :func:`_save_tokenizer` wrote: ~3 ms, output identical to ``UsePureTokenizer``'s."""
     with open(folder / "tok.shell.pickle", "rb") as f:
         tokenizer = pickle.load(f)  # our own cache file, written by _save_tokenizer from the package's model
-    tokenizer._prefixes = _PrefixTable(
-        _Packed(folder, "tok.keys"),
-        _array(folder / "tok.values.npy"),
-        _array(folder / "tok.slots.npy"),
-        tokenizer._max_len,
-    )
-    tokenizer._pieces = _Pieces(_Packed(folder, "tok.pieces"))
-    tokenizer._scores = array("f", _array(folder / "tok.scores.npy").tobytes())
+    tokenizer._prefixes = _PrefixTable(strtable.Memo(folder, "tok", tokenizer._max_len))
+    tokenizer._pieces = _Pieces(strtable.Packed(folder, "tok.pieces"))
+    tokenizer._scores = array("f", strtable.array(folder / "tok.scores.npy").tobytes())
     if len(tokenizer._scores) != len(tokenizer._pieces):
         raise ValueError(f"{folder}: {len(tokenizer._pieces)} pieces but {len(tokenizer._scores)} scores")
     if (folder / "tok.units.npy").exists():
         # array('I'), not the package's tuple: a 0.2 ms copy instead of a 1.5 ms unpickle, and as fast to index
         # in the per-byte trie walk (a numpy array would hand out slow numpy scalars there)
-        units = _array(folder / "tok.units.npy")
+        units = strtable.array(folder / "tok.units.npy")
         tokenizer._normalizer._units = array("I", units.tobytes())
         if len(tokenizer._normalizer._units) != len(units):
             raise ValueError("array('I') is not 32-bit here")
     return tokenizer
 
 
-def _array(path: Path) -> memoryview:
-    """A .npy file memory-mapped, as a memoryview: indexing it gives Python ints and floats, not numpy scalars."""
-    return memoryview(np.load(path, mmap_mode="r", allow_pickle=False))
-
-
-def _save_packed(folder: Path, name: str, items: list[bytes]) -> None:
-    """``<name>.blob.npy``: the items back to back (uint8); ``<name>.ends.npy``: (n + 1,) int32 offsets, 0 first."""
-    ends = np.zeros(len(items) + 1, np.int64)
-    np.cumsum([len(item) for item in items], out=ends[1:])
-    np.save(folder / f"{name}.blob.npy", np.frombuffer(b"".join(items), np.uint8))
-    np.save(folder / f"{name}.ends.npy", ends.astype(np.int32))
-
-
-class _Packed:
-    """(n,) byte strings, memory-mapped as :func:`_save_packed` wrote them."""
-
-    def __init__(self, folder: Path, name: str) -> None:
-        self.blob = _array(folder / f"{name}.blob.npy")
-        self.ends = _array(folder / f"{name}.ends.npy")
-
-    def __len__(self) -> int:
-        return len(self.ends) - 1
-
-    def raw(self, i: int) -> bytes:
-        """Item ``i`` (0 <= i < n) as bytes."""
-        return self.blob[self.ends[i] : self.ends[i + 1]].tobytes()
-
-
-def _hash_slots(keys: list[bytes]) -> np.ndarray:
-    """Open-addressing table over ``keys``: (2^k,) int32 key index per slot, -1 for empty; load factor < 0.5.
-
-    Slot of a key: ``crc32(key) & (2^k - 1)``, then the next slots in turn (linear probing). crc32, not Python's
-    ``hash``: str hashes are salted per process, so a stored table could not be probed with them."""
-    size = 1 << (2 * len(keys)).bit_length()
-    mask = size - 1
-    slots = [-1] * size
-    for index, key in enumerate(keys):
-        slot = zlib.crc32(key) & mask
-        while slots[slot] >= 0:
-            slot = (slot + 1) & mask
-        slots[slot] = index
-    return np.array(slots, np.int32)
-
-
-class _PrefixMemo(dict):
-    """The strings looked up so far -> their value; a new string is probed in the hash table by ``__missing__``
-    (inline, not a helper call: it runs ~12,000 times while the label phrasings are tokenized)."""
-
-    def __init__(self, keys: _Packed, values: memoryview, slots: memoryview, max_len: int) -> None:
-        super().__init__()
-        if len(values) != len(keys) or len(slots) <= len(keys) or len(slots) & (len(slots) - 1):
-            # a full table would make a miss probe forever
-            raise ValueError(f"prefix table: {len(keys)} keys, {len(values)} values, {len(slots)} slots")
-        self._blob, self._ends, self._values, self._slots = keys.blob, keys.ends, values, slots
-        self._mask, self._max_len = len(slots) - 1, max_len
-
-    def __missing__(self, key: str) -> int | None:
-        value = None
-        if len(key) <= self._max_len:
-            raw = key.encode()
-            blob, ends, slots, mask = self._blob, self._ends, self._slots, self._mask
-            slot = zlib.crc32(raw) & mask
-            while (index := slots[slot]) >= 0:
-                if blob[ends[index] : ends[index + 1]] == raw:
-                    value = self._values[index]
-                    break
-                slot = (slot + 1) & mask
-        if len(self) >= _MEMO_LIMIT:
-            self.clear()
-        self[key] = value
-        return value
-
-
 class _PrefixTable:
     """Stands in for ``UsePureTokenizer._prefixes``, which the tokenizer only reads as ``_prefixes.get(s)``:
     piece id + 1 when ``s`` is a piece, 0 when it only starts longer pieces, None otherwise.
 
-    ``get`` is the C ``__getitem__`` of a memo dict, so a string looked up before costs what the package's
-    ``dict.get`` costs (~30 ns); a new one costs a hash-table probe (~0.6 µs, see :func:`_hash_slots`)."""
+    ``get`` is the C ``__getitem__`` of a :class:`strtable.Memo`, so a string looked up before costs what the
+    package's ``dict.get`` costs (~30 ns); a new one costs a hash-table probe (~0.6 µs)."""
 
-    def __init__(self, keys: _Packed, values: memoryview, slots: memoryview, max_len: int) -> None:
-        """``keys``: (n,) UTF-8 strings; ``values``: (n,) int32; ``slots``: (2^k,) int32; ``max_len``: the
-        longest key in characters (a longer string is no key, without a probe)."""
-        self.get: Callable[[str], int | None] = _PrefixMemo(keys, values, slots, max_len).__getitem__
+    def __init__(self, memo: strtable.Memo) -> None:
+        self.get: Callable[[str], int | None] = memo.__getitem__
 
     def __contains__(self, key: str) -> bool:
         return self.get(key) is not None
@@ -312,7 +225,7 @@ class _Pieces(Sequence[str]):
     """Stands in for ``UsePureTokenizer._pieces`` ((n,) piece strings, read by id): each decoded on access, so
     no list of 128,000 strings is built at load (the tokenizer reads pieces only for ``out_type=str``)."""
 
-    def __init__(self, packed: _Packed) -> None:
+    def __init__(self, packed: strtable.Packed) -> None:
         self._packed = packed
 
     def __len__(self) -> int:
