@@ -120,19 +120,29 @@ def _fast_parts(model, version: str):
     return tokenizer, backend
 
 
-def _make_cache(model, folder: Path) -> None:
-    """Write the cache into a temp folder, then move it into place in one step (a racing process's folder wins)."""
+def make_cache_folder(folder: Path, write: Callable[[Path], None]) -> None:
+    """Fill ``folder`` once: ``write`` fills a temp folder beside it, a ``done`` marker is added, and the
+    temp folder is moved into place in one step (a racing process's folder wins; readers check ``done``)."""
     tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        _save_tokenizer(model._tokenizer, tmp)  # the package's own (slow) loading, once
-        _save_backend(model._model, tmp)
+        write(tmp)
         (tmp / "done").write_text("ok")
         shutil.rmtree(folder, ignore_errors=True)
         os.replace(tmp, folder)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # left only when something above failed
+
+
+def _make_cache(model, folder: Path) -> None:
+    """The tokenizer and backend files, from the package's own (slow) loading, once."""
+
+    def write(tmp: Path) -> None:
+        _save_tokenizer(model._tokenizer, tmp)
+        _save_backend(model._model, tmp)
+
+    make_cache_folder(folder, write)
 
 
 def _save_backend(backend, folder: Path) -> None:

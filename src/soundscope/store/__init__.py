@@ -229,8 +229,7 @@ class Store:
         """Apply to ``base`` the catalog's deletions since its watermark and add its keys above it."""
         source = self.source(space)
         base.remove(self.catalog.tombstones(source, since=base.tomb_seq, until=tomb))
-        for after in range(base.upto, upto, FOLD_CHUNK):  # bounded memory on a large backlog
-            keys, vecs = self.catalog.vectors_range(source, space, after=after, upto=min(upto, after + FOLD_CHUNK))
+        for keys, vecs in self._vector_chunks(source, space, after=base.upto, upto=upto):
             if isinstance(base, IvfIndex):
                 base.remove(keys)  # idempotent: a key that somehow is there already is replaced
             base.add(keys, vecs)  # (Milvus upserts)
@@ -250,10 +249,15 @@ class Store:
         want = min(keys.size, ivf.TRAIN_MAX, ivf.TRAIN_PER_LIST * ivf.lists_for(keys.size))
         _, sample = self.catalog.vectors_of(source, space, rng.choice(keys, size=want, replace=False).tolist())
         base.train(sample, keys.size)
-        for after in range(0, upto, FOLD_CHUNK):
-            got, vecs = self.catalog.vectors_range(source, space, after=after, upto=min(upto, after + FOLD_CHUNK))
+        for got, vecs in self._vector_chunks(source, space, after=0, upto=upto):
             base.add(got, vecs)
         return base
+
+    def _vector_chunks(self, source: str, space: str, *, after: int, upto: int):
+        """(keys (m,), vectors (m, d)) of ``space`` with after < key <= upto, :data:`FOLD_CHUNK` keys of range
+        at a time: bounded memory on a large backlog or a rebuild."""
+        for lo in range(after, upto, FOLD_CHUNK):
+            yield self.catalog.vectors_range(source, space, after=lo, upto=min(upto, lo + FOLD_CHUNK))
 
     def _advance(self, space: str, base: IvfIndex, *, upto: int, tomb: int) -> None:
         """Nothing to fold into ``space``'s index: move its watermarks only (see :meth:`IvfIndex.advance`)."""
