@@ -2,6 +2,7 @@
 
 import os
 
+import numpy as np
 import pytest
 
 from soundscope.search import Filters
@@ -70,7 +71,8 @@ def test_query_by_example(demo_lib):
     assert hits[0].path == str(DEMO / "sounds" / "rain" / "1-21189-A.ogg")
     assert all(h.path != str(rain) for h in hits)  # the query item itself is excluded by default
     with_self = demo_lib.similar(str(rain), limit=1, include_self=True)
-    assert with_self[0].path == str(rain) and with_self[0].score == pytest.approx(1.0, abs=0.01)
+    assert with_self[0].path == str(rain) and with_self[0].evidence["cosine"] == pytest.approx(1.0, abs=0.01)
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)  # ranked by the expanded score
     item_id = demo_lib.store.catalog.item_by_path(str(rain)).id
     assert [h.path for h in demo_lib.similar(item_id, limit=3)] == [h.path for h in hits]
 
@@ -159,3 +161,27 @@ def test_fast_loaded_text_encoder_is_the_package_encoder(tmp_path, monkeypatch):
     fast = UseEncoder()
     assert np.array_equal(fast.encode(texts), slow) and np.array_equal(built, slow)
     assert fast.unknown_share(["篝火", "狗"]).tolist()[1] == 0.0
+
+
+def test_query_expansion_pulls_in_what_the_best_neighbours_share():
+    """Average query expansion: an odd query (its own quirk, along axis 2) ranks first the candidate that
+    shares the quirk; with its three best neighbours added, the candidates that share what those
+    neighbours share (axis 0) come first. Label scores expand the same way. Neighbours whose first
+    similarity is below QBE_EXPAND_FROM add nothing: the order stays the query's own."""
+    from soundscope.search import QBE_EXPAND, QBE_EXPAND_FROM, example_similarity, expanded_similarity
+
+    assert QBE_EXPAND == 3
+    e = np.eye(4, dtype=np.float32)
+    query = 0.8 * e[0] + 0.6 * e[2]
+    cand = np.stack([e[0] + 0.1 * e[1], e[0] + 0.1 * e[3], e[0] + 0.2 * e[1], 0.5 * e[0] + e[2], e[0] + 0.05 * e[3]])
+    cos = cand @ query / np.linalg.norm(cand, axis=1)
+    assert int(np.argmax(cos)) == 3 and cos.min() > 0.78  # the quirky one leads on the query alone
+    got = expanded_similarity(query, cand, cos, None, None)
+    assert int(np.argmax(got)) != 3 and int(np.argmin(got)) == 3 and got.shape == (5,)
+    far = expanded_similarity(query, cand, cos * QBE_EXPAND_FROM / cos.max(), None, None)  # all below the ramp
+    assert np.allclose(far, cos, atol=1e-6)
+    scores = np.array([[0.9, 0.0], [0.9, 0.0], [0.8, 0.1], [0.1, 0.9], [0.9, 0.0]], np.float32)
+    qs = np.array([0.4, 0.6], np.float32)
+    first = example_similarity(cos, qs, scores)
+    both = expanded_similarity(query, cand, first, qs, scores)
+    assert int(np.argmax(first)) == 3 and int(np.argmax(both)) == 2  # the one sharing the neighbours' labels

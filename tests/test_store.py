@@ -464,3 +464,36 @@ def test_an_index_with_nothing_new_moves_its_watermarks_only(store):
     assert after["file"] == m_info["file"] and after["tomb_seq"] == cat.tombstone_seq() > m_info["tomb_seq"]
     assert store.vectors("m").stale == 0 and len(store.vectors("m")) == 4
     assert json.loads(n_side.read_text())["count"] == 0 and store.vectors("n").stale == 0
+
+
+def test_search_vectors_returns_the_exact_vectors_of_the_keys_it_ranks(tmp_path):
+    """A caller that scores neighbours again (query expansion) gets each returned key's exact vector:
+    from the re-ranked head, from the delta, or read from the catalog past the head; a deleted key is
+    never returned. The keys and cosines equal :meth:`LiveIndex.search`'s."""
+    from soundscope.store.ivf import IvfIndex
+    from soundscope.store.vectors import RERANK, LiveIndex
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(600, 32)).astype(np.float32)
+    keys = np.arange(1, 601, dtype=np.int64)
+    base = IvfIndex(tmp_path / "v.ivf", 32)
+    base.train(x[:500], 500)
+    base.add(keys[:500], x[:500])
+    reads: list[int] = []
+
+    def exact(k):
+        k = np.asarray(k, np.int64)
+        reads.append(k.size)
+        return k, x[k - 1]
+
+    live = LiveIndex(base, keys[500:], x[500:], np.array([7], np.int64), 0, exact=exact)
+    q = x[7] + x[550]
+    got, sims = live.search(q, 150)
+    keys2, sims2, vecs = live.search_vectors(q, 150)
+    assert np.array_equal(got, keys2) and np.allclose(sims, sims2)
+    assert vecs is not None and vecs.shape == (150, 32) and 7 not in keys2.tolist()
+    assert np.allclose(vecs, x[keys2 - 1])
+    assert reads[-1] == 150 - RERANK - int(np.isin(keys2, keys[500:]).sum())  # only keys past the head and delta
+    plain = LiveIndex(base, keys[500:], x[500:], np.zeros(0, np.int64), 0)  # no vector source: None
+    assert plain.search_vectors(q, 10)[2] is None
+
