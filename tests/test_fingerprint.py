@@ -280,3 +280,89 @@ def test_by_item_reads_every_item_back_through_bounded_buckets(synthetic_store):
         assert counts[i] == h.size > 1000
         a, b = np.lexsort((h, t)), np.lexsort((expect[i][0], expect[i][1]))
         assert np.array_equal(h[a], expect[i][0][b]) and np.array_equal(t[a], expect[i][1][b])
+
+
+def _pink(n: int, seed: int) -> np.ndarray:
+    """Pink noise (1/f power), unit RMS."""
+    rng = np.random.default_rng(seed)
+    spec = np.fft.rfft(rng.standard_normal(n))
+    spec[1:] /= np.sqrt(np.arange(1, spec.size))
+    spec[0] = 0
+    x = np.fft.irfft(spec, n)
+    return (x / np.sqrt(np.mean(x**2))).astype(np.float32)
+
+
+def _reference_at(y: np.ndarray, start_s: float, query_s: float, speed: float = 1.0) -> np.ndarray:
+    """What verification decodes: the reference from VERIFY_LAG frames before ``start_s`` on."""
+    lag = fp.VERIFY_LAG * fp.HOP
+    a = int(round(start_s * SR)) - lag
+    n = int(round(query_s * SR * speed)) + 2 * lag + fp.N_FFT
+    return np.pad(y, (max(0, -a), n))[max(0, a) : max(0, a) + n]
+
+
+def test_alignment_z_finds_a_buried_match_and_not_other_music():
+    """At -3 dB of pink noise the tonal detail still lines up with the clean recording at the right
+    alignment (z well above VERIFY_Z) and not with other music (z near chance); a 3 % faster query
+    verifies under its speed; silence gives 0."""
+    ref = synthetic_music(40, seed=1)
+    clip = ref[SR * 12 : SR * 17]
+    noisy = clip + _pink(clip.size, 0) * np.sqrt(np.mean(clip**2)) * 10 ** (3 / 20)
+    assert fp.alignment_z(query=noisy, reference=_reference_at(ref, 12.0, 5.0)) > fp.VERIFY_Z + 2
+    other = synthetic_music(40, seed=2)
+    assert abs(fp.alignment_z(query=noisy, reference=_reference_at(other, 12.0, 5.0))) < fp.VERIFY_Z - 1
+    assert fp.alignment_z(query=noisy, reference=np.zeros(SR * 9, np.float32)) == 0.0
+    fast = resample_poly(ref[SR * 20 : SR * 26], 100, 103).astype(np.float32)[: SR * 5]
+    assert fp.alignment_z(query=fast, reference=_reference_at(ref, 20.0, 5.0, 1.03), speed=1.03) > fp.VERIFY_Z + 2
+    assert fp.verified_confidence(fp.VERIFY_Z) == pytest.approx(0.5)
+    assert fp.verified_confidence(fp.VERIFY_Z + 3) > 0.99 and fp.verified_confidence(3.0) < 0.1
+
+
+def _aligned(got: np.ndarray, whole: np.ndarray, at: int) -> int:
+    """The shift (samples) at which ``got`` best matches ``whole`` from ``at``."""
+    return max(range(-400, 401), key=lambda s: float(np.corrcoef(got, whole[at + s : at + s + got.size])[0, 1]))
+
+
+@pytest.mark.parametrize("suffix", [".wav", ".flac", ".mp3", ".opus", "vorbis"])
+def test_excerpt_seeks_to_the_sample(tmp_path, suffix):
+    """An excerpt decoded after a seek lines up with the same span of a whole-file decode to well within
+    a fingerprint frame (32 ms; after a seek MP3 and Opus start a few ms off, as their decoder delay or
+    pre-skip is not applied there), zero-pads a start before 0 and stops at the end of the file."""
+    if suffix == "vorbis":  # a real Ogg Vorbis file: seeks by pages
+        path = shared("librosa", "Kevin_MacLeod_-_Vibe_Ace.ogg")
+    else:
+        path = write_audio(tmp_path / f"music{suffix}", synthetic_music(30, seed=4), SR)
+    whole = decode.load(path, sample_rate=SR, max_duration_s=600)
+    got = decode.excerpt(path, start_s=17.3, duration_s=2.0, sample_rate=SR)
+    assert got.size == 2 * SR
+    settled = got[SR // 10 :]  # Opus converges over its first tens of ms after a seek
+    at = int(17.3 * SR) + SR // 10
+    best = _aligned(settled, whole, at)
+    assert abs(best) <= SR * 0.008
+    assert np.corrcoef(settled, whole[at + best : at + best + settled.size])[0, 1] > 0.95
+    head = decode.excerpt(path, start_s=-0.5, duration_s=1.0, sample_rate=SR)
+    assert head.size == SR and not head[: SR // 2 - 10].any() and np.abs(head[SR // 2 + 100 :]).max() > 0
+    tail = decode.excerpt(path, start_s=whole.size / SR - 1.0, duration_s=3.0, sample_rate=SR)
+    assert SR - 400 <= tail.size <= SR + 400
+    with pytest.raises(decode.DecodeError):
+        decode.excerpt(tmp_path / "missing.wav", start_s=0.0, duration_s=1.0)
+
+
+def test_verification_confirms_the_right_candidate_from_its_audio(tmp_path):
+    """Candidates the landmarks leave unsure are checked against their recordings, read from the
+    library's files: the right one is confirmed (confidence >= 0.5, re-ranked first), a wrong one is
+    not, and one whose file is gone keeps its landmark confidence."""
+    paths = {}
+    signals = {k: synthetic_music(40, seed=10 + k) for k in (1, 2, 3)}
+    for k, y in signals.items():
+        paths[k] = str(write_audio(tmp_path / f"r{k}.flac", y, SR))
+    paths[3] = str(tmp_path / "gone.flac")
+    clip = signals[2][SR * 15 : SR * 20]
+    noisy = clip + _pink(clip.size, 1) * np.sqrt(np.mean(clip**2)) * 10 ** (3 / 20)
+    cands = [fp.Candidate(1, 5, 8.0, 1.0, 900, 0.2), fp.Candidate(2, 4, 15.0, 1.0, 900, 0.1),
+             fp.Candidate(3, 4, 2.0, 1.0, 900, 0.05)]  # fmt: skip
+    got = identify.verify_candidates(noisy, cands, paths)
+    assert [c.item_id for c in got][:1] == [2] and got[0].confidence >= 0.5 and got[0].extra["z"] > fp.VERIFY_Z
+    wrong = next(c for c in got if c.item_id == 1)
+    assert wrong.confidence < 0.5 and wrong.extra["z"] < fp.VERIFY_Z
+    gone = next(c for c in got if c.item_id == 3)
+    assert gone.confidence == 0.05 and "z" not in gone.extra

@@ -205,6 +205,59 @@ def stream(
         yield np.concatenate(pending)
 
 
+def excerpt(path: str | os.PathLike[str], *, start_s: float, duration_s: float, sample_rate: int = 16000) -> np.ndarray:
+    """Mono float32 samples of ``path`` from ``start_s`` for ``duration_s`` seconds at ``sample_rate``:
+    fewer at the end of the file, zeros for a part before its start. Seeks instead of decoding from the
+    beginning: the container's index (or Ogg pages) brings the decoder to a frame at or before
+    ``start_s``, that frame's timestamp says exactly where it is, and the samples before ``start_s``
+    are dropped. Raises :class:`DecodeError` (also when the stream carries no timestamps to seek by)."""
+    import av
+
+    lead = max(0, round(-start_s * sample_rate))  # zeros before the file's start
+    start_s = max(0.0, start_s)
+    want = max(0, round(duration_s * sample_rate) - lead)
+    container, astream = _open(path)
+    chunks: list[np.ndarray] = []
+    got, skip, resampler = 0, None, None
+    # decoded samples count from the stream's start time, not 0: an MP3's encoder delay (LAME: 1,105
+    # samples), skipped when decoding from the top, is part of the timestamps after a seek
+    origin = float(astream.start_time * astream.time_base) if astream.start_time and astream.time_base else 0.0
+    try:
+        if start_s > 0 and astream.time_base:
+            target = int((start_s + origin) / float(astream.time_base))
+            container.seek(target, stream=astream, backward=True, any_frame=False)
+        for packet in container.demux(astream):
+            try:
+                frames = packet.decode()
+            except av.FFmpegError:
+                continue
+            for frame in frames:
+                if skip is None:  # the first frame decoded: where the seek landed
+                    if frame.pts is None or frame.time_base is None:
+                        raise DecodeError("cannot seek in this file (no timestamps)")
+                    skip = round((start_s - (float(frame.pts * frame.time_base) - origin)) * sample_rate)
+                    resampler = _resampler(frame, sample_rate)
+                    if skip < 0:  # landed after the start: what is missing reads as silence
+                        chunks.append(np.zeros(-skip, np.float32))
+                        got, skip = -skip, 0
+                for out in resampler.resample(frame):  # type: ignore[union-attr]
+                    x = _frame_to_mono(out)
+                    cut = min(skip, x.shape[0])
+                    skip -= cut
+                    chunks.append(x[cut:])
+                    got += x.shape[0] - cut
+                if got >= want:
+                    break
+            if got >= want:
+                break
+    except (av.FFmpegError, ValueError) as exc:
+        raise DecodeError(f"cannot read an excerpt ({exc})") from exc
+    finally:
+        container.close()
+    y = np.concatenate([np.zeros(lead, np.float32), *chunks]) if chunks or lead else np.zeros(0, np.float32)
+    return y[: lead + want]
+
+
 def _span(seconds: float, digits: int = 0) -> str:
     """'24 h', '10 min', '1 s', '25.0 h': a duration in its largest whole unit."""
     for unit, size in (("h", 3600.0), ("min", 60.0)):

@@ -35,6 +35,7 @@ class Identification:
     score: int
     speed: float
     duration_s: float
+    verified_z: float | None = None  # alignment z-score when the recording's own audio was checked
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -46,6 +47,7 @@ class Identification:
             "score": self.score,
             "speed": round(self.speed, 4),
             "duration_s": round(self.duration_s, 3),
+            "verified_z": None if self.verified_z is None else round(self.verified_z, 2),
         }
 
 
@@ -56,20 +58,56 @@ def mmss(seconds: float) -> str:
     return f"{m}:{seconds - 60 * m:04.1f}"
 
 
-def identify_array(store: Store, y: np.ndarray, *, limit: int = 3, min_confidence: float = MATCH_CONFIDENCE
-                   ) -> list[Identification]:  # fmt: skip
-    """Matches of ``y`` (n,) float32 mono at :data:`fingerprint.SAMPLE_RATE`, best first; [] for no match."""
+def identify_array(store: Store, y: np.ndarray, *, limit: int = 3, min_confidence: float = MATCH_CONFIDENCE,
+                   verify: bool = True) -> list[Identification]:  # fmt: skip
+    """Matches of ``y`` (n,) float32 mono at :data:`fingerprint.SAMPLE_RATE`, best first; [] for no match.
+    When the landmarks leave the best candidate unsure, ``verify`` compares the query with the best
+    :data:`VERIFY_TOP` candidates' own audio (:func:`verify`)."""
     y = np.asarray(y, np.float32)[: int(MAX_QUERY_S * fp.SAMPLE_RATE)]
     index = store.fingerprints()
-    cands = fp.match(peaks=fp.peaks_of(y=y), lookup=index.lookup, top=max(limit, 2) + 1)
+    cands = fp.match(peaks=fp.peaks_of(y=y), lookup=index.lookup, top=max(limit, 2, VERIFY_TOP) + 1)
     out = []
     rows = {r.id: r for r in store.catalog.items(c.item_id for c in cands)} if cands else {}
+    if verify and cands and cands[0].confidence < MATCH_CONFIDENCE:
+        cands = verify_candidates(y, cands, {i: r.path for i, r in rows.items()})
     for c in cands[:limit]:
-        if c.confidence < min_confidence or c.score < fp.MIN_SCORE or c.item_id not in rows:
+        if c.confidence < min_confidence or c.item_id not in rows:
+            continue
+        if c.score < fp.MIN_SCORE and "z" not in c.extra:
             continue
         row = rows[c.item_id]
-        out.append(Identification(c.item_id, row.path, c.offset_s, c.confidence, c.score, c.speed, row.duration_s))
+        out.append(Identification(c.item_id, row.path, c.offset_s, c.confidence, c.score, c.speed, row.duration_s,
+                                  c.extra.get("z")))  # fmt: skip
     return out
+
+
+VERIFY_TOP = 5  # candidates compared with their own audio when the landmarks are unsure
+
+
+def verify_candidates(y: np.ndarray, cands: list[fp.Candidate], paths: dict[int, str]) -> list[fp.Candidate]:
+    """``cands`` (best first) with the best :data:`VERIFY_TOP` checked against their recordings: each
+    one's audio at its alignment is decoded from the library (an excerpt, seeked) and scored with
+    :func:`fingerprint.alignment_z`; a candidate the audio confirms takes the confidence that implies
+    (:func:`fingerprint.verified_confidence`) if higher, and the list is re-ranked by confidence. A
+    recording that cannot be read (moved, deleted) keeps its landmark confidence.
+
+    Measured on the identify benchmark (0 dB pink noise): 5 s excerpts 91 -> 94 %, 2 s 77 -> 85 %, no
+    false positive among the 270 negatives. Costs one excerpt decode (10-25 ms) and one correlation per
+    candidate, for unsure queries only."""
+    lag_s = fp.VERIFY_LAG * fp.FRAME_S
+    for c in cands[:VERIFY_TOP]:
+        path = paths.get(c.item_id)
+        if path is None:
+            continue
+        try:
+            ref = decode.excerpt(path, start_s=c.offset_s - lag_s, duration_s=y.shape[0] / fp.SAMPLE_RATE * c.speed
+                                 + 2 * lag_s + fp.N_FFT / fp.SAMPLE_RATE, sample_rate=fp.SAMPLE_RATE)  # fmt: skip
+        except (decode.DecodeError, OSError):
+            continue
+        z = fp.alignment_z(query=y, reference=ref, speed=c.speed)
+        c.extra["z"] = z
+        c.confidence = max(c.confidence, fp.verified_confidence(z))
+    return sorted(cands, key=lambda c: -c.confidence)
 
 
 def load_query(path: str | os.PathLike[str]) -> np.ndarray:
@@ -99,6 +137,7 @@ def fingerprint_file(path: str | os.PathLike[str], *, block_s: float = 30.0) -> 
 # -- live input --------------------------------------------------------------------------------
 STREAM_WINDOW_S = 10.0  # audio matched at each step (the latest seconds)
 STREAM_STEP_S = 0.5
+STREAM_VERIFY_EVERY = 4  # steps between checks against the candidates' audio (every 2 s of input)
 
 
 def _pcm_blocks(source: Any) -> Iterator[np.ndarray]:
@@ -133,6 +172,7 @@ def identify_stream(
     heard = 0
     next_at = int(1.0 * sr)  # first attempt after 1 s
     last: tuple[int, float] | None = None
+    steps = -1
     t0 = time.monotonic()
     for block in _pcm_blocks(source):
         buf = np.concatenate([buf, block])[-int(STREAM_WINDOW_S * sr) :]
@@ -140,7 +180,9 @@ def identify_stream(
         if heard < next_at:
             continue
         next_at = heard + int(STREAM_STEP_S * sr)
-        hits = identify_array(store, buf, limit=3, min_confidence=min_confidence)
+        steps += 1  # the recordings' audio is checked every STREAM_VERIFY_EVERY steps (it costs ~0.1-0.2 s)
+        check = steps % STREAM_VERIFY_EVERY == 0
+        hits = identify_array(store, buf, limit=3, min_confidence=min_confidence, verify=check)
         if not hits:
             continue
         hit = hits[0]
