@@ -295,8 +295,8 @@ def _pink(n: int, seed: int) -> np.ndarray:
 def _reference_at(y: np.ndarray, start_s: float, query_s: float, speed: float = 1.0) -> np.ndarray:
     """What verification decodes: the reference from VERIFY_LAG frames before ``start_s`` on."""
     lag = fp.VERIFY_LAG * fp.HOP
-    a = int(round(start_s * SR)) - lag
-    n = int(round(query_s * SR * speed)) + 2 * lag + fp.N_FFT
+    a = round(start_s * SR) - lag
+    n = round(query_s * SR * speed) + 2 * lag + fp.N_FFT
     return np.pad(y, (max(0, -a), n))[max(0, a) : max(0, a) + n]
 
 
