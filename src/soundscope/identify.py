@@ -62,7 +62,7 @@ def identify_array(store: Store, y: np.ndarray, *, limit: int = 3, min_confidenc
                    verify: bool = True) -> list[Identification]:  # fmt: skip
     """Matches of ``y`` (n,) float32 mono at :data:`fingerprint.SAMPLE_RATE`, best first; [] for no match.
     When the landmarks leave the best candidate unsure, ``verify`` compares the query with the best
-    :data:`VERIFY_TOP` candidates' own audio (:func:`verify`)."""
+    :data:`VERIFY_TOP` candidates' own audio (:func:`verify_candidates`)."""
     y = np.asarray(y, np.float32)[: int(MAX_QUERY_S * fp.SAMPLE_RATE)]
     index = store.fingerprints()
     cands = fp.match(peaks=fp.peaks_of(y=y), lookup=index.lookup, top=max(limit, 2, VERIFY_TOP) + 1)
@@ -91,7 +91,7 @@ def verify_candidates(y: np.ndarray, cands: list[fp.Candidate], paths: dict[int,
     (:func:`fingerprint.verified_confidence`) if higher, and the list is re-ranked by confidence. A
     recording that cannot be read (moved, deleted) keeps its landmark confidence.
 
-    Measured on the identify benchmark (0 dB pink noise): 5 s excerpts 91 -> 94 %, 2 s 77 -> 85 %, no
+    Measured on the identify benchmark (0 dB pink noise): 5 s excerpts 91 -> 94 %, 2 s 77 -> 81 %, no
     false positive among the 270 negatives. Costs one excerpt decode (10-25 ms) and one correlation per
     candidate, for unsure queries only."""
     lag_s = fp.VERIFY_LAG * fp.FRAME_S
