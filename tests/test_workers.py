@@ -3,7 +3,13 @@ reason, the others are indexed, the run ends (``multiprocessing.Pool`` hung fore
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -45,3 +51,62 @@ def _never(task):  # pragma: no cover - never reached: the initializer failed
 def test_a_failing_worker_initializer_is_an_error_not_a_hang():
     with time_bound(120), pytest.raises(RuntimeError, match="cannot load its models"):
         list(workers.pool_results(["a.wav", "b.wav", "c.wav"], 2, _never, _init_fails, ()))
+
+
+_PARENT = """
+import sys, time
+from soundscope import workers
+
+def slow(task):
+    time.sleep(60)
+    return task
+
+def init():
+    pass
+
+if __name__ == "__main__":
+    for _ in workers.pool_results(["a", "b"], 2, slow, init, ()):
+        pass
+"""
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def _is_worker(pid: int) -> bool:
+    """Whether ``pid`` is (still) a spawned multiprocessing worker."""
+    try:
+        return "spawn_main" in Path(f"/proc/{pid}/cmdline").read_text()
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads children from /proc (Linux)")
+def test_workers_exit_when_their_parent_is_killed(tmp_path):
+    """A run killed outright (kill -9, the OOM killer) leaves no analysis workers behind: they notice
+    their parent is gone within a few seconds and exit (they used to wait forever, models loaded)."""
+    script = tmp_path / "parent.py"
+    script.write_text(_PARENT)
+    parent = subprocess.Popen([sys.executable, str(script)], cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 60
+        kids: list[int] = []
+        while time.monotonic() < deadline and len(kids) < 2:  # the executor spawns its 2 workers
+            time.sleep(0.2)
+            kids = [k for k in _children(parent.pid) if _is_worker(k)]
+        assert len(kids) >= 2, "the workers never started"
+        time.sleep(1.0)  # the workers are inside their slow tasks
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait(10)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(_is_worker(k) for k in kids):
+            time.sleep(0.2)
+        alive = [k for k in kids if _is_worker(k)]
+        assert not alive, f"workers {alive} outlived their killed parent"
+    finally:
+        if parent.poll() is None:
+            parent.kill()

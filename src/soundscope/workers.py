@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import logging
 import multiprocessing as mp
+import os
+import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -33,10 +36,25 @@ class WorkersCannotStartError(RuntimeError):
 _INIT_ERROR: BaseException | None = None  # in a worker: what its initializer raised
 
 
+ORPHAN_CHECK_S = 1.0  # how often a worker looks whether the process that started it is still there
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Exit this worker once ``parent`` is gone. A parent killed outright (``kill -9``, the OOM killer)
+    runs no clean-up, and its workers, blocked on a queue whose write end they hold themselves, would
+    wait forever with their models loaded (~250 MB each)."""
+    while True:
+        time.sleep(ORPHAN_CHECK_S)
+        if os.getppid() != parent:
+            os._exit(1)
+
+
 def _init(initializer: Callable[..., None], *args: Any) -> None:
     """Run ``initializer``, keeping what it raises: an initializer that raises kills its worker, which
-    the parent cannot tell from a crash; raised from each task instead, the parent sees the error."""
+    the parent cannot tell from a crash; raised from each task instead, the parent sees the error. A
+    watchdog thread ends the worker if its parent dies (:func:`_exit_with_parent`)."""
     global _INIT_ERROR
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True, name="orphan-watch").start()
     try:
         initializer(*args)
     except BaseException as exc:
