@@ -307,12 +307,14 @@ def test_alignment_z_finds_a_buried_match_and_not_other_music():
     ref = synthetic_music(40, seed=1)
     clip = ref[SR * 12 : SR * 17]
     noisy = clip + _pink(clip.size, 0) * np.sqrt(np.mean(clip**2)) * 10 ** (3 / 20)
-    assert fp.alignment_z(query=noisy, reference=_reference_at(ref, 12.0, 5.0)) > fp.VERIFY_Z + 2
+    detail, z = fp.tonal_detail(y=noisy), fp.alignment_z
+    assert z(query=detail, reference=fp.tonal_detail(y=_reference_at(ref, 12.0, 5.0))) > fp.VERIFY_Z + 2
     other = synthetic_music(40, seed=2)
-    assert abs(fp.alignment_z(query=noisy, reference=_reference_at(other, 12.0, 5.0))) < fp.VERIFY_Z - 1
-    assert fp.alignment_z(query=noisy, reference=np.zeros(SR * 9, np.float32)) == 0.0
+    assert abs(z(query=detail, reference=fp.tonal_detail(y=_reference_at(other, 12.0, 5.0)))) < fp.VERIFY_Z - 1
+    assert z(query=detail, reference=fp.tonal_detail(y=np.zeros(SR * 9, np.float32))) == 0.0
     fast = resample_poly(ref[SR * 20 : SR * 26], 100, 103).astype(np.float32)[: SR * 5]
-    assert fp.alignment_z(query=fast, reference=_reference_at(ref, 20.0, 5.0, 1.03), speed=1.03) > fp.VERIFY_Z + 2
+    reference = fp.tonal_detail(y=_reference_at(ref, 20.0, 5.0, 1.03))
+    assert z(query=fp.tonal_detail(y=fast), reference=reference, speed=1.03) > fp.VERIFY_Z + 2
     assert fp.verified_confidence(fp.VERIFY_Z) == pytest.approx(0.5)
     assert fp.verified_confidence(fp.VERIFY_Z + 3) > 0.99 and fp.verified_confidence(3.0) < 0.1
 

@@ -218,40 +218,31 @@ def excerpt(path: str | os.PathLike[str], *, start_s: float, duration_s: float, 
     want = max(0, round(duration_s * sample_rate) - lead)
     container, astream = _open(path)
     chunks: list[np.ndarray] = []
-    got, skip, resampler = 0, None, None
+    got, skip, starts = 0, None, []
     # decoded samples count from the stream's start time, not 0: an MP3's encoder delay (LAME: 1,105
     # samples), skipped when decoding from the top, is part of the timestamps after a seek
     origin = float(astream.start_time * astream.time_base) if astream.start_time and astream.time_base else 0.0
     try:
         if start_s > 0 and astream.time_base:
             target = int((start_s + origin) / float(astream.time_base))
-            container.seek(target, stream=astream, backward=True, any_frame=False)
-        for packet in container.demux(astream):
             try:
-                frames = packet.decode()
-            except av.FFmpegError:
-                continue
-            for frame in frames:
-                if skip is None:  # the first frame decoded: where the seek landed
-                    if frame.pts is None or frame.time_base is None:
-                        raise DecodeError("cannot seek in this file (no timestamps)")
-                    skip = round((start_s - (float(frame.pts * frame.time_base) - origin)) * sample_rate)
-                    resampler = _resampler(frame, sample_rate)
-                    if skip < 0:  # landed after the start: what is missing reads as silence
-                        chunks.append(np.zeros(-skip, np.float32))
-                        got, skip = -skip, 0
-                for out in resampler.resample(frame):  # type: ignore[union-attr]
-                    x = _frame_to_mono(out)
-                    cut = min(skip, x.shape[0])
-                    skip -= cut
-                    chunks.append(x[cut:])
-                    got += x.shape[0] - cut
-                if got >= want:
-                    break
+                container.seek(target, stream=astream, backward=True, any_frame=False)
+            except (av.FFmpegError, ValueError) as exc:
+                raise DecodeError(f"cannot seek in this file ({exc})") from exc
+        for x in _resampled(container, astream, sample_rate, starts=starts):
+            if skip is None:  # the first frame decoded: where the seek landed
+                if starts[0] is None:
+                    raise DecodeError("cannot seek in this file (no timestamps)")
+                skip = round((start_s - (starts[0] - origin)) * sample_rate)
+                if skip < 0:  # landed after the start: what is missing reads as silence
+                    chunks.append(np.zeros(-skip, np.float32))
+                    got, skip = -skip, 0
+            cut = min(skip, x.shape[0])
+            skip -= cut
+            chunks.append(x[cut:])
+            got += x.shape[0] - cut
             if got >= want:
                 break
-    except (av.FFmpegError, ValueError) as exc:
-        raise DecodeError(f"cannot read an excerpt ({exc})") from exc
     finally:
         container.close()
     y = np.concatenate([np.zeros(lead, np.float32), *chunks]) if chunks or lead else np.zeros(0, np.float32)
@@ -266,12 +257,16 @@ def _span(seconds: float, digits: int = 0) -> str:
     return f"{seconds:.{digits}f} s"
 
 
-def _resampled(container, astream, sample_rate: int) -> Iterator[np.ndarray]:
+def _resampled(
+    container, astream, sample_rate: int, *, starts: list[float | None] | None = None
+) -> Iterator[np.ndarray]:
     """Decoded, resampled mono chunks; tolerates a corrupt tail once some audio was decoded.
 
     A packet the codec rejects is skipped, as players do (two MP3s joined into one file have a tag
     between them), and a stream whose rate, sample format or channels change part-way (MP3 frames
-    can) gets a fresh resampler from that frame on, after the previous one is flushed.
+    can) gets a fresh resampler from that frame on, after the previous one is flushed. ``starts``: an
+    empty list that gets the first decoded frame's time in seconds (None when it has no timestamp),
+    before that frame's samples are yielded (where a seek landed; see :func:`excerpt`).
     """
     import av
 
@@ -287,6 +282,9 @@ def _resampled(container, astream, sample_rate: int) -> Iterator[np.ndarray]:
                 bad_packet = bad_packet or exc
                 continue
             for frame in frames:
+                if starts is not None and not starts:
+                    timed = frame.pts is not None and frame.time_base is not None
+                    starts.append(float(frame.pts * frame.time_base) if timed else None)
                 key = (frame.format.name, frame.layout.name, frame.sample_rate)
                 if key != setup:
                     _check_format(frame.sample_rate, len(frame.layout.channels))

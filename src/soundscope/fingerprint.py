@@ -419,27 +419,28 @@ VERIFY_WHITEN = 21  # bins (160 Hz): the spectral envelope taken out, leaving to
 VERIFY_Z, VERIFY_SCALE = 4.5, 0.5  # alignment z at which a verified match has confidence 0.5, and the logistic's width
 
 
-def tonal_detail(*, logspec: np.ndarray) -> np.ndarray:
-    """``logspec`` (frames x bins) less its local mean over :data:`VERIFY_WHITEN` bins: what is left
-    is where energy peaks within the spectrum, which additive noise blurs but does not move."""
-    return logspec - ndimage.uniform_filter1d(logspec, VERIFY_WHITEN, axis=1, mode="nearest")
+def tonal_detail(*, y: np.ndarray) -> np.ndarray:
+    """(frames, bins) of ``y`` (n,) at :data:`SAMPLE_RATE`: its log spectrogram less the local mean over
+    :data:`VERIFY_WHITEN` bins, then less its overall mean. What is left is where energy peaks within
+    the spectrum, which additive noise blurs but does not move."""
+    logspec = log_spectrogram(y=np.asarray(y, np.float32))
+    detail = logspec - ndimage.uniform_filter1d(logspec, VERIFY_WHITEN, axis=1, mode="nearest")
+    return detail - detail.mean()
 
 
 def alignment_z(*, query: np.ndarray, reference: np.ndarray, speed: float = 1.0) -> float:
-    """How much better ``query`` (n,) matches ``reference`` at a candidate alignment than anywhere near
-    it, in standard deviations: the correlation of their tonal detail (:func:`tonal_detail`) at the
-    alignment (best of +/- :data:`VERIFY_NEAR` frames) against its mean and spread at the lags
-    :data:`VERIFY_FAR` .. :data:`VERIFY_LAG` frames either side. Both signals at :data:`SAMPLE_RATE`;
-    ``reference`` starts :data:`VERIFY_LAG` frames before the aligned start and spans the query at
+    """How much better a query matches a reference at a candidate alignment than anywhere near it, in
+    standard deviations: the correlation of their tonal detail (:func:`tonal_detail` of each, the
+    ``query`` and ``reference`` here) at the alignment (best of +/- :data:`VERIFY_NEAR` frames) against
+    its mean and spread at the lags :data:`VERIFY_FAR` .. :data:`VERIFY_LAG` frames either side. The
+    reference audio starts :data:`VERIFY_LAG` frames before the aligned start and spans the query at
     ``speed`` (query relative to reference) plus that much again at the end.
 
     A correlation alone does not separate a noisy true match from an unrelated piece in the same key (it
     measured 0.04-0.33 for true matches under 0 dB pink noise, up to 0.085 for music not in the library);
     scaled by its own chance level it does: negatives stay below 4 (270 queries x 5 candidates), true
     matches reach 4-25."""
-    q = tonal_detail(logspec=log_spectrogram(y=np.asarray(query, np.float32)))
-    r = tonal_detail(logspec=log_spectrogram(y=np.asarray(reference, np.float32)))
-    q, r = q - q.mean(), r - r.mean()
+    q, r = query, reference
     lags = np.arange(-VERIFY_LAG, VERIFY_LAG + 1)
     tq = np.arange(q.shape[0])
     tr = np.rint(VERIFY_LAG + tq[None, :] * speed + lags[:, None]).astype(np.int64)  # (lags, query frames)

@@ -95,6 +95,7 @@ def verify_candidates(y: np.ndarray, cands: list[fp.Candidate], paths: dict[int,
     false positive among the 270 negatives. Costs one excerpt decode (10-25 ms) and one correlation per
     candidate, for unsure queries only."""
     lag_s = fp.VERIFY_LAG * fp.FRAME_S
+    detail = fp.tonal_detail(y=y)  # the query's, once for every candidate
     for c in cands[:VERIFY_TOP]:
         path = paths.get(c.item_id)
         if path is None:
@@ -104,7 +105,7 @@ def verify_candidates(y: np.ndarray, cands: list[fp.Candidate], paths: dict[int,
                                  + 2 * lag_s + fp.N_FFT / fp.SAMPLE_RATE, sample_rate=fp.SAMPLE_RATE)  # fmt: skip
         except (decode.DecodeError, OSError):
             continue
-        z = fp.alignment_z(query=y, reference=ref, speed=c.speed)
+        z = fp.alignment_z(query=detail, reference=fp.tonal_detail(y=ref), speed=c.speed)
         c.extra["z"] = z
         c.confidence = max(c.confidence, fp.verified_confidence(z))
     return sorted(cands, key=lambda c: -c.confidence)

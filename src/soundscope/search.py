@@ -993,19 +993,18 @@ class Searcher:
                 best[item_id], row_of[item_id], at[item_id] = (sim, start, end), p, j
         space = analyzer.name
         ids = list(best)
+        score = np.array([best[i][0] for i in ids], np.float32)  # each item's best segment cosine
         rows = m.label_rows(space, [row_of[i] for i in ids]) if ids and m.has_space(space) else None
         labelled = query_scores is not None and rows is not None and QBE_LABEL_WEIGHT > 0
         if labelled:
-            fused = example_similarity(np.array([best[i][0] for i in ids]), query_scores, rows)
-            best = {i: (float(f), best[i][1], best[i][2]) for i, f in zip(ids, fused, strict=True)}
-        direct = {i: v[0] for i, v in best.items()}  # the clip's own similarity, before expansion
+            score = example_similarity(score, query_scores, rows)
+        direct = dict(zip(ids, score.tolist(), strict=True))  # the clip's own similarity, before expansion
         if QBE_EXPAND > 0 and vecs is not None and len(ids) > QBE_EXPAND:
             cand = vecs[[at[i] for i in ids]]
-            fused = expanded_similarity(vec, cand, [best[i][0] for i in ids], query_scores if labelled else None, rows)
-            best = {i: (float(f), best[i][1], best[i][2]) for i, f in zip(ids, fused, strict=True)}
-        ranked = sorted(best.items(), key=lambda kv: -kv[1][0])[:limit]
+            score = expanded_similarity(vec, cand, score, query_scores if labelled else None, rows)
         out = []
-        for item_id, (sim, start, end) in ranked:
+        for j in np.argsort(-score, kind="stable")[:limit].tolist():
+            item_id, sim, (_, start, end) = ids[j], float(score[j]), best[ids[j]]
             row = self.store.catalog.item(item_id)
             assert row is not None
             pos = m.position(item_id)

@@ -90,14 +90,14 @@ class LiveIndex:
 
     def search(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(dim,) query -> (keys (m,), cosine (m,)), best first, m <= k, deleted keys left out."""
-        keys, sims, _ = self._search(query, k)
-        return keys, sims
+        return self._search(query, k)
 
     def search_vectors(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """As :meth:`search`, plus the exact vectors (m, dim) of the keys returned, for a caller that
         scores them again (query expansion in :meth:`Searcher.similar`). The re-ranked head and the delta
         are already in hand; other keys are read from the catalog. None where no vector source is known."""
-        keys, sims, known = self._search(query, k)
+        known: dict[int, np.ndarray] = {}
+        keys, sims = self._search(query, k, known)
         missing = [int(x) for x in keys.tolist() if int(x) not in known]
         if missing and self.exact is not None:
             found, vecs = self.exact(np.asarray(missing, np.int64))
@@ -107,8 +107,11 @@ class LiveIndex:
         vecs = np.stack([known[int(x)] for x in keys.tolist()]) if keys.size else np.zeros((0, self.dim), np.float32)
         return keys, sims, vecs.astype(np.float32, copy=False)
 
-    def _search(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, dict[int, np.ndarray]]:
-        """(keys (m,), cosine (m,), {key: exact vector} for the keys whose vector was read on the way)."""
+    def _search(
+        self, query: np.ndarray, k: int, known: dict[int, np.ndarray] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(keys (m,), cosine (m,)); the exact vectors read on the way (re-ranked head, delta) are added to
+        ``known`` (key -> vector) when one is given."""
         q = np.asarray(query, np.float32).reshape(-1)
         q = q / max(float(np.linalg.norm(q)), 1e-12)
         rerank = self.exact is not None and getattr(self.base, "quantized", False)
@@ -121,28 +124,31 @@ class LiveIndex:
                 np.zeros(0, np.float32),
             )
         )
-        known: dict[int, np.ndarray] = {}
         if rerank and keys.size:
             sims = self._rerank(q, keys, sims, known)
         if self.delta_keys.size:
             dsims = self.delta @ q / np.maximum(np.linalg.norm(self.delta, axis=1), 1e-12)
             keys, sims = np.concatenate([keys, self.delta_keys]), np.concatenate([sims, dsims.astype(np.float32)])
-            known.update(zip(self.delta_keys.tolist(), self.delta, strict=True))
+            if known is not None:
+                known.update(zip(self.delta_keys.tolist(), self.delta, strict=True))
         if self.dead.size:
             keep = ~np.isin(keys, self.dead)
             keys, sims = keys[keep], sims[keep]
         order = np.argsort(-sims, kind="stable")[:k]
-        return keys[order], sims[order], known
+        return keys[order], sims[order]
 
-    def _rerank(self, q: np.ndarray, keys: np.ndarray, sims: np.ndarray, known: dict[int, np.ndarray]) -> np.ndarray:
+    def _rerank(
+        self, q: np.ndarray, keys: np.ndarray, sims: np.ndarray, known: dict[int, np.ndarray] | None
+    ) -> np.ndarray:
         """(m,) sims of a quantised base's results (best first) with the first :data:`RERANK` replaced by
         exact cosines from the catalog's vectors; the rest kept below them, in the index's order. The
-        vectors read are added to ``known`` (key -> vector)."""
+        vectors read are added to ``known`` (key -> vector), if given."""
         head = keys[:RERANK]
         found, vecs = self.exact(head)  # type: ignore[misc]
         if not found.size:
             return sims
-        known.update(zip(found.tolist(), vecs, strict=True))
+        if known is not None:
+            known.update(zip(found.tolist(), vecs, strict=True))
         exact = vecs @ q / np.maximum(np.linalg.norm(vecs, axis=1), 1e-12)
         out = sims.astype(np.float32, copy=True)
         at = {int(k): i for i, k in enumerate(head.tolist())}
