@@ -4,8 +4,11 @@
 Starts from the identify benchmark's real library (``soundscope eval --section identify`` builds it
 under ``<bench>/library``) and adds synthetic reference to reach 10, 100 and 1000 hours: hashes drawn
 from the real library's hash distribution (so bucket sizes are realistic), random item ids and times,
-written as sorted parts in the index's own format. Then the benchmark's 5 s queries (clean and white
-noise) are identified against each size: p50 / p95 latency, top-1 still right, index size.
+written as sorted parts in the index's own format, with random sketch windows (one per 1.02 s of each
+synthetic track). Then the benchmark's 5 s queries (clean and white noise) are identified against each
+size: p50 / p95 latency, top-1 still right, index size; and the unsure ones (0 dB pink noise and
+negatives, which go on to the audio check and the sketch scan): their p50 / p95 and top-1 / false
+positives.
 
     python scripts/bench_identify_growth.py [--bench DIR] [--hours 10 100 1000] [--queries 60]
 """
@@ -39,9 +42,14 @@ def add_synthetic(store: Store, hours: float, have_s: float, rng: np.random.Gene
     while need > 0:
         n = min(CHUNK, need)
         h = np.sort(real[rng.integers(0, real.size, n)])
-        items = rng.integers(next_id, next_id + n // int(rate * 240) + 1, n).astype(np.uint32)  # 4-minute tracks
+        tracks = n // int(rate * 240) + 1
+        items = rng.integers(next_id, next_id + tracks, n).astype(np.uint32)  # 4-minute tracks
         times = rng.integers(0, int(240 / fp.FRAME_S), n).astype(np.uint32)
-        part = index._write_part(h, items, times, presorted=True)
+        per = int(240 / fp.FRAME_S) // fp.SKETCH_FRAMES  # sketch windows of a 4-minute track
+        sketch = rng.integers(0, 1 << 63, size=(fp.SKETCH_WORDS, tracks * per), dtype=np.uint64)
+        si = np.repeat(np.arange(next_id, next_id + tracks, dtype=np.uint32), per)
+        sw = np.tile(np.arange(per, dtype=np.uint32), tracks)
+        part = index._write_part(h, items, times, (sketch, si, sw), presorted=True)
         index.parts.append(part)
         index.manifest["parts"].append({"name": part.name, "n": len(part), "items": int(part.ids.size)})
         next_id += n // int(rate * 240) + 2
@@ -64,6 +72,11 @@ def main() -> int:
         rows = [r for r in csv.DictReader(f) if r["negative"] == "0" and r["length_s"] == "5"
                 and r["condition"] in ("clean", "white_0db")][: args.queries]  # fmt: skip
     clips = [(r, identify.load_query(bench / "queries" / r["file"])) for r in rows]
+    with open(bench / "queries.csv") as f:
+        five = [r for r in csv.DictReader(f) if r["length_s"] == "5"]
+    half = args.queries // 2
+    hard = [r for r in five if r["condition"] == "pink_0db"][:half] + [r for r in five if r["negative"] == "1"][:half]
+    unsure = [(r, identify.load_query(bench / "queries" / r["file"])) for r in hard]
     work = Path(args.work or bench / "growth")
     shutil.rmtree(work, ignore_errors=True)
     shutil.copytree(bench / "library", work)
@@ -84,8 +97,19 @@ def main() -> int:
             hits = identify.identify_array(store, y, limit=1)
             lat.append(time.perf_counter() - t1)
             right += bool(hits) and hits[0].path == r["reference"]
+        slow, found, false = [], 0, 0
+        for r, y in unsure:
+            t1 = time.perf_counter()
+            hits = identify.identify_array(store, y, limit=1)
+            slow.append(time.perf_counter() - t1)
+            found += bool(hits) and hits[0].path == r["reference"]
+            false += bool(hits) and not r["reference"]
         st = store.fingerprints().stats()
         results.append({"hours": hours, "hashes": st["fingerprint_hashes"],
+                        "sketch_windows": st["fingerprint_sketch_windows"],
+                        "unsure_ms_p50": round(1000 * float(np.median(slow)), 1),
+                        "unsure_ms_p95": round(1000 * float(np.percentile(slow, 95)), 1),
+                        "unsure_right": found, "unsure_false": false, "unsure_n": len(unsure),
                         "index_gb": round(st["fingerprint_bytes"] / 1e9, 3),
                         "query_ms_p50": round(1000 * float(np.median(lat)), 1),
                         "query_ms_p95": round(1000 * float(np.percentile(lat, 95)), 1),
@@ -93,10 +117,12 @@ def main() -> int:
         print(json.dumps(results[-1]), flush=True)
         have_s = hours * 3600
     store.close()
-    print("| reference | hashes | index | query p50 | p95 | top-1 (5 s clean + 0 dB) |\n|---|---|---|---|---|---|")
+    print("| reference | hashes | index | query p50 | p95 | top-1 (5 s clean + 0 dB) "
+          "| unsure queries p50 / p95 | right / false (pink 0 dB + negatives) |\n|---|---|---|---|---|---|---|---|")
     for r in results:
         print(f"| {r['hours']:g} h | {r['hashes']:,} | {r['index_gb']} GB | {r['query_ms_p50']} ms | "
-              f"{r['query_ms_p95']} ms | {r['top1']}% |")  # fmt: skip
+              f"{r['query_ms_p95']} ms | {r['top1']}% | {r['unsure_ms_p50']} / {r['unsure_ms_p95']} ms "
+              f"| {r['unsure_right']} / {r['unsure_false']} of {r['unsure_n']} |")  # fmt: skip
     shutil.rmtree(work, ignore_errors=True)
     return 0
 

@@ -67,6 +67,9 @@ def test_streaming_fingerprint_equals_whole_signal():
     order_s, order_w = np.lexsort((streamed.hashes, streamed.times)), np.lexsort((whole.hashes, whole.times))
     assert np.array_equal(streamed.hashes[order_s], whole.hashes[order_w])
     assert np.array_equal(streamed.times[order_s], whole.times[order_w])
+    frames = (y.size - fp.N_FFT) // fp.HOP + 2  # the last partial frame is zero-padded
+    assert whole.sketch.shape == (frames // fp.SKETCH_FRAMES, fp.SKETCH_WORDS) and whole.sketch.dtype == np.uint64
+    assert np.array_equal(streamed.sketch, whole.sketch)
 
 
 def test_hash_packing_round_trips():
@@ -368,3 +371,116 @@ def test_verification_confirms_the_right_candidate_from_its_audio(tmp_path):
     assert wrong.confidence < 0.5 and wrong.extra["z"] < fp.VERIFY_Z
     gone = next(c for c in got if c.item_id == 3)
     assert gone.confidence == 0.05 and "z" not in gone.extra
+
+
+# -- sketches: the second look when the landmarks are gone -------------------------------------------
+def test_sketch_places_find_an_excerpt_and_never_span_two_recordings():
+    """A noisy excerpt's sketch matches its recording's windows at its offset (to within SKETCH_NEAR
+    frames, at any phase); a place never joins the end of one recording to the start of the next, and
+    one recording's places stay SKETCH_GAP apart."""
+    refs = [synthetic_music(30, seed=40 + k) for k in range(3)]
+    prints = [fp.fingerprint(y=y) for y in refs]
+    words = np.concatenate([p.sketch for p in prints]).T.copy()
+    items = np.concatenate([np.full(p.sketch.shape[0], k + 1, np.uint32) for k, p in enumerate(prints)])
+    windows = np.concatenate([np.arange(p.sketch.shape[0], dtype=np.uint32) for p in prints])
+    for start in (7.0, 12.34):
+        clip = refs[1][int(start * SR) : int(start * SR) + 5 * SR]
+        noisy = clip + _pink(clip.size, 3) * np.sqrt(np.mean(clip**2))  # 0 dB
+        query = fp.query_sketch(y=noisy)
+        assert [p for p, _ in query] == list(range(0, fp.SKETCH_FRAMES, fp.SKETCH_PHASE))
+        places = fp.sketch_places(fp.sketch_hits(query=query, words=words, items=items, windows=windows))
+        item, offset, sim = places[0]
+        assert item == 2 and abs(offset - start) <= fp.SKETCH_NEAR * fp.FRAME_S and sim > 0.1
+        assert all(s < sim for i, _, s in places if i != 2)
+        mine = np.sort([o for i, o, _ in places if i == 2])
+        assert (np.diff(mine) >= fp.SKETCH_GAP * fp.FRAME_S - 1e-6).all()
+    # a query whose only exact match runs from the end of recording 1 into recording 2 finds no such place
+    rng = np.random.default_rng(5)
+    stored = rng.integers(0, 1 << 63, size=(fp.SKETCH_WORDS, 12), dtype=np.uint64)
+    owner, number = np.repeat(np.array([1, 2], np.uint32), 6), np.tile(np.arange(6, dtype=np.uint32), 2)
+    seam = [(0, stored[:, 4:8].T.copy())]  # windows 4, 5 of recording 1 and 0, 1 of recording 2
+    hits = fp.sketch_hits(query=seam, words=stored, items=owner, windows=number)
+    assert hits and max(h[0] for h in hits) < 0.5 and (1, 4 * fp.SKETCH_FRAMES) not in {(i, o) for _, i, o in hits}
+    inside = [(0, stored[:, 1:5].T.copy())]
+    assert max(fp.sketch_hits(query=inside, words=stored, items=owner, windows=number)) == (1.0, 1, fp.SKETCH_FRAMES)
+    assert fp.query_sketch(y=np.zeros(SR // 2, np.float32)) == []  # shorter than a window: nothing to look up
+
+
+def test_sketch_hits_equal_a_brute_force_count_of_differing_bits(monkeypatch):
+    """The blocked popcount scan scores every whole place exactly as counting unpacked bits does, across
+    block boundaries and recordings of every length (1 to 9 windows)."""
+    monkeypatch.setattr(fp, "SKETCH_BLOCK", 16)
+    rng = np.random.default_rng(9)
+    lengths = rng.integers(1, 10, 12)
+    items = np.repeat(np.arange(1, 13, dtype=np.uint32), lengths)
+    windows = np.concatenate([np.arange(n, dtype=np.uint32) for n in lengths])
+    words = fp.sketch_bits(windows=rng.standard_normal((items.size, fp.SKETCH_BITS))).T.copy()
+    words[:, 7] = words[:, 30]  # a copy, so the best places are not ties of chance
+    query = [(0, words[:, 28:32].T.copy()), (8, words[:, 5:8].T.copy()), (16, words[:, 40:41].T.copy())]
+    got = fp.sketch_hits(query=query, words=words, items=items, windows=windows, per_phase=10_000)
+    bits = np.unpackbits(words.T.copy().view(np.uint8), axis=1)[:, : fp.SKETCH_BITS].astype(int)
+    want = []
+    for p, rows in query:
+        qb = np.unpackbits(rows.copy().view(np.uint8), axis=1)[:, : fp.SKETCH_BITS].astype(int)
+        k = rows.shape[0]
+        for r in range(items.size - k + 1):
+            if items[r] == items[r + k - 1]:
+                diff = sum(int((qb[j] != bits[r + j]).sum()) for j in range(k))
+                sim = round(1 - 2 * diff / (k * fp.SKETCH_BITS), 9)
+                want.append((sim, int(items[r]), int(windows[r]) * fp.SKETCH_FRAMES - p))
+    assert sorted((round(s, 9), i, o) for s, i, o in got) == sorted(want)
+    assert max(got)[0] == 1.0
+
+
+def test_identify_by_sketch_when_no_landmark_survives(tmp_path):
+    """With the landmarks gone (items stored with their sketches and no hashes: what 0 dB pink noise
+    leaves a 5 s excerpt of some music), a noisy excerpt is still identified, by its sketch, checked
+    against the recording's audio, at its offset; music not in the library is no match; a deleted
+    recording is not proposed."""
+    store = Store(tmp_path / "lib")
+    signals = {}
+    for k in range(4):
+        y = synthetic_music(60, seed=20 + k)
+        path = write_audio(tmp_path / f"r{k}.flac", y, SR)
+        print_ = fp.fingerprint(y=y)
+        gone = fp.Fingerprint(np.zeros(0, np.uint32), np.zeros(0, np.uint32), print_.duration_s, print_.sketch)
+        item_id, _ = store.catalog.put_item(_item(k, str(path), 60.0), [], [])
+        store.fingerprints().add(item_id, gone)
+        signals[item_id] = y
+    store.flush()
+    clip = signals[3][SR * 21 : SR * 26]
+    noisy = clip + _pink(clip.size, 0) * np.sqrt(np.mean(clip**2))
+    assert not fp.match(peaks=fp.peaks_of(y=noisy), lookup=store.fingerprints().lookup)
+    hits = identify.identify_array(store, noisy)
+    assert hits and hits[0].item_id == 3 and hits[0].via == "sketch" and abs(hits[0].offset_s - 21.0) < 0.2
+    assert hits[0].confidence >= 0.5 and hits[0].verified_z > fp.SKETCH_Z
+    assert hits[0].to_dict()["via"] == "sketch"
+    assert identify.identify_array(store, noisy, verify=False) == []  # the second look costs audio reads
+    other = synthetic_music(5, seed=99)
+    assert identify.identify_array(store, other) == []
+    store.catalog.delete_items([3])
+    assert all(c.item_id != 3 for c in identify.sketch_candidates(store, noisy))
+    store.close()
+
+
+def test_merges_and_repairs_keep_sketches_in_step(synthetic_store):
+    """A purge drops a deleted item's sketch windows with its hashes; ``verify`` finds sketch columns
+    out of order or of items the part does not hold."""
+    from soundscope.store import fingerprints as fps
+
+    store, signals = synthetic_store
+    index = store.fingerprints()
+    windows = index.stats()["fingerprint_sketch_windows"]
+    assert windows == sum(fp.fingerprint(y=y).sketch.shape[0] for y in signals.values())
+    store.catalog.delete_items([2])
+    store.flush()  # purged
+    part = index.parts[0]
+    assert 2 not in set(np.asarray(part.sketch_items).tolist()) and index.verify() == []
+    assert index.stats()["fingerprint_sketch_windows"] == windows - fp.fingerprint(y=signals[2]).sketch.shape[0]
+    swapped = fps._Part(part.name, part.hashes, part.items, part.times, part.ids, part.sketch,
+                        part.sketch_items, np.asarray(part.sketch_windows)[::-1].copy())  # fmt: skip
+    assert fps._sketch_problems(swapped) == ["sketch windows not in (item, window) order"]
+    stray = np.asarray(part.sketch_items).copy()
+    stray[-1] = 99
+    odd = fps._Part(part.name, part.hashes, part.items, part.times, part.ids, part.sketch, stray, part.sketch_windows)
+    assert fps._sketch_problems(odd) == ["sketch windows of items the part does not hold"]

@@ -28,6 +28,8 @@ def cmd_identify(lib, args) -> int:
         for m in matches:
             speed = f"  speed {100 * (m['speed'] - 1):+.1f}%" if abs(m["speed"] - 1) > 0.002 else ""
             checked = "  (checked against the recording's audio)" if m.get("verified_z") is not None else ""
+            if m.get("via") == "sketch":
+                checked = "  (found by its sketch, checked against the recording's audio)"
             print(f"{m['path']}  at {m['offset']}  confidence {m['confidence']:.2f}{speed}{checked}")
     return EXIT_OK if matches else EXIT_NO_MATCH
 

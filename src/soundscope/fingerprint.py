@@ -53,10 +53,14 @@ F1_STEPS_PER_OCTAVE = 20  # 128 levels: 50 Hz .. 4.2 kHz
 F1_LEVELS = 128
 RANK_LEVEL = 1.0  # peaks are ranked by prominence + this x log level: loud peaks are the ones that survive noise
 SILENCE_POWER = 1e-9  # |X|^2 of a Hann-windowed frame below which nothing is a peak (digital silence)
-FP_VERSION = "landmark-v2"
+VERIFY_WHITEN = 21  # bins (160 Hz): the spectral envelope taken out, leaving tonal detail (partials, formants)
+SKETCH_FRAMES = 32  # frames (1.02 s) averaged into one sketch window
+SKETCH_BITS = HI_BIN - LO_BIN  # one sign bit per FFT bin of the band (454)
+SKETCH_WORDS = -(-SKETCH_BITS // 64)  # uint64 words a window is packed into (64 bytes)
+FP_VERSION = "landmark-v2+sketch-v1"  # a new version re-fingerprints every item at the next index run
 PARAMS = {"version": FP_VERSION, "sr": SAMPLE_RATE, "n_fft": N_FFT, "hop": HOP, "density": REF_DENSITY,
           "fanout": REF_FANOUT, "band_hz": [F_MIN_HZ, F_MAX_HZ], "f1_steps": F1_STEPS_PER_OCTAVE,
-          "rank_level": RANK_LEVEL}  # fmt: skip
+          "rank_level": RANK_LEVEL, "sketch_frames": SKETCH_FRAMES, "sketch_whiten": VERIFY_WHITEN}  # fmt: skip
 SPEEDS = tuple(round(1.0 + 0.005 * k, 4) for k in range(-8, 9))  # speed hypotheses, query relative to reference
 
 
@@ -79,14 +83,20 @@ class Peaks:
         return Peaks(*(np.concatenate([getattr(p, k) for p in parts]) for k in ("t", "f", "score")))
 
 
+def _no_sketch() -> np.ndarray:
+    return np.zeros((0, SKETCH_WORDS), np.uint64)
+
+
 @dataclass
 class Fingerprint:
     """What the index stores for one recording: ``hashes`` (n,) uint32 and ``times`` (n,) uint32 anchor
-    frames; ``duration_s`` of the audio."""
+    frames; ``duration_s`` of the audio; ``sketch`` (w, :data:`SKETCH_WORDS`) uint64, one packed
+    :func:`sketch_bits` row per whole :data:`SKETCH_FRAMES`-frame window from frame 0."""
 
     hashes: np.ndarray
     times: np.ndarray
     duration_s: float = 0.0
+    sketch: np.ndarray = field(default_factory=_no_sketch)
 
 
 def log_spectrogram(*, y: np.ndarray) -> np.ndarray:
@@ -236,6 +246,8 @@ class FingerprintAccumulator:
         self.done = 0  # global frames before this have been peak-picked
         self.peaks: list[Peaks] = []
         self.n = 0
+        self.sketch: list[np.ndarray] = []  # packed sketch rows of the whole windows so far
+        self.sketch_pending = np.zeros((0, HI_BIN - LO_BIN), np.float32)  # tonal detail of a partial window
 
     def push(self, y: np.ndarray) -> None:
         """Add samples ``y`` (n,) float32 at :data:`SAMPLE_RATE`."""
@@ -243,7 +255,7 @@ class FingerprintAccumulator:
         self.samples = np.concatenate([self.samples, y.astype(np.float32, copy=False)])
         n_frames = (self.samples.shape[0] - N_FFT) // HOP + 1 if self.samples.shape[0] >= N_FFT else 0
         if n_frames > 0:
-            self.spec.append(log_spectrogram(y=self.samples[: (n_frames - 1) * HOP + N_FFT]))
+            self._add_frames(log_spectrogram(y=self.samples[: (n_frames - 1) * HOP + N_FFT]))
             self.samples = self.samples[n_frames * HOP :]
             self.sample0 += n_frames * HOP
         self._pick(final=False)
@@ -274,11 +286,23 @@ class FingerprintAccumulator:
         """The fingerprint of everything pushed (the last partial frame is zero-padded)."""
         if self.samples.shape[0] > 0 and (self.samples.shape[0] >= HOP // 2 or self.n < N_FFT):
             tail = np.pad(self.samples, (0, N_FFT - min(self.samples.shape[0], N_FFT)))
-            self.spec.append(log_spectrogram(y=tail[:N_FFT]))
+            self._add_frames(log_spectrogram(y=tail[:N_FFT]))
             self.samples = np.zeros(0, np.float32)
         self._pick(final=True)
         hashes, times = reference_hashes(peaks=Peaks.concat(self.peaks))
-        return Fingerprint(hashes, times, self.n / SAMPLE_RATE)
+        sketch = np.concatenate(self.sketch) if self.sketch else _no_sketch()
+        return Fingerprint(hashes, times, self.n / SAMPLE_RATE, sketch)
+
+    def _add_frames(self, spec: np.ndarray) -> None:
+        """Take new spectrogram frames (the next on the global grid): keep them for peak picking and
+        fold their tonal detail into sketch windows (a partial window waits for the next frames)."""
+        self.spec.append(spec)
+        detail = np.concatenate([self.sketch_pending, detail_frames(logspec=spec)])
+        k = detail.shape[0] // SKETCH_FRAMES
+        if k:
+            windows = detail[: k * SKETCH_FRAMES].reshape(k, SKETCH_FRAMES, -1).mean(axis=1)
+            self.sketch.append(sketch_bits(windows=windows))
+        self.sketch_pending = detail[k * SKETCH_FRAMES :]
 
 
 @dataclass
@@ -415,7 +439,6 @@ def confidence(*, score: int, runner_up: int, speed: float = 1.0, n_pairs: int =
 VERIFY_LAG = 60  # frames searched either side of the alignment: the statistic's chance level comes from there
 VERIFY_NEAR = 1  # |lag| <= this is the alignment itself (landmark offsets are good to a frame)
 VERIFY_FAR = 8  # |lag| >= this is chance (a note held for 250 ms correlates with itself nearby)
-VERIFY_WHITEN = 21  # bins (160 Hz): the spectral envelope taken out, leaving tonal detail (partials, formants)
 VERIFY_Z, VERIFY_SCALE = 4.5, 0.5  # alignment z at which a verified match has confidence 0.5, and the logistic's width
 
 
@@ -423,16 +446,23 @@ def tonal_detail(*, y: np.ndarray) -> np.ndarray:
     """(frames, bins) of ``y`` (n,) at :data:`SAMPLE_RATE`: its log spectrogram less the local mean over
     :data:`VERIFY_WHITEN` bins, then less its overall mean. What is left is where energy peaks within
     the spectrum, which additive noise blurs but does not move."""
-    logspec = log_spectrogram(y=np.asarray(y, np.float32))
-    detail = logspec - ndimage.uniform_filter1d(logspec, VERIFY_WHITEN, axis=1, mode="nearest")
+    detail = detail_frames(logspec=log_spectrogram(y=np.asarray(y, np.float32)))
     return detail - detail.mean()
 
 
-def alignment_z(*, query: np.ndarray, reference: np.ndarray, speed: float = 1.0) -> float:
+def detail_frames(*, logspec: np.ndarray) -> np.ndarray:
+    """(frames, bins) tonal detail of each frame of ``logspec`` (:func:`log_spectrogram`) on its own: the
+    log power less its mean over :data:`VERIFY_WHITEN` bins around each bin."""
+    return logspec - ndimage.uniform_filter1d(logspec, VERIFY_WHITEN, axis=1, mode="nearest")
+
+
+def alignment_z(
+    *, query: np.ndarray, reference: np.ndarray, speed: float = 1.0, near: int = VERIFY_NEAR, far: int = VERIFY_FAR
+) -> float:
     """How much better a query matches a reference at a candidate alignment than anywhere near it, in
     standard deviations: the correlation of their tonal detail (:func:`tonal_detail` of each, the
-    ``query`` and ``reference`` here) at the alignment (best of +/- :data:`VERIFY_NEAR` frames) against
-    its mean and spread at the lags :data:`VERIFY_FAR` .. :data:`VERIFY_LAG` frames either side. The
+    ``query`` and ``reference`` here) at the alignment (best of +/- ``near`` frames) against its mean
+    and spread at the lags ``far`` .. :data:`VERIFY_LAG` frames either side. The
     reference audio starts :data:`VERIFY_LAG` frames before the aligned start and spans the query at
     ``speed`` (query relative to reference) plus that much again at the end.
 
@@ -451,18 +481,151 @@ def alignment_z(*, query: np.ndarray, reference: np.ndarray, speed: float = 1.0)
     qq, rr = (q * q).sum(axis=1), (r * r).sum(axis=1)
     den = np.sqrt(np.where(ok, qq[None, :], 0.0).sum(axis=1) * np.where(ok, rr[tr], 0.0).sum(axis=1))
     corr = np.where((ok.sum(axis=1) >= 10) & (den > 1e-9), num / np.maximum(den, 1e-9), np.nan)
-    near, far = np.abs(lags) <= VERIFY_NEAR, (np.abs(lags) >= VERIFY_FAR) & np.isfinite(corr)
-    if far.sum() < 20 or not np.isfinite(corr[near]).any():
+    at, off = np.abs(lags) <= near, (np.abs(lags) >= far) & np.isfinite(corr)
+    if off.sum() < 20 or not np.isfinite(corr[at]).any():
         return 0.0
-    chance = corr[far]
-    return float((np.nanmax(corr[near]) - chance.mean()) / (chance.std() + 1e-6))
+    chance = corr[off]
+    return float((np.nanmax(corr[at]) - chance.mean()) / (chance.std() + 1e-6))
 
 
 def verified_confidence(z: float) -> float:
-    """Confidence 0..1 of a match verified with alignment z-score ``z`` (:func:`alignment_z`): 0.5 at
-    :data:`VERIFY_Z`, calibrated on the identify benchmark's negatives (their best z of 5 candidates:
-    p99 3.2, max 3.9)."""
+    """Confidence 0..1 of a landmark candidate verified with alignment z-score ``z`` (:func:`alignment_z`):
+    0.5 at :data:`VERIFY_Z`, calibrated on the identify benchmark's negatives (their best z of 5
+    candidates: p99 3.2, max 3.9). Sketch candidates: :func:`sketch_confidence`."""
     return float(1.0 / (1.0 + math.exp(-(z - VERIFY_Z) / VERIFY_SCALE)))
+
+
+# Sketches: a look-up that needs no landmarks. Under 0 dB pink noise a 5 s excerpt can keep as few aligned
+# landmark pairs as chance gives (2-3), and then its recording is not among the candidates at all. Its
+# tonal detail (:func:`detail_frames`) averaged over a second still resembles the recording's: the noise's
+# detail is random from frame to frame and averages out, sustained partials do not. A reference keeps,
+# per :data:`SKETCH_FRAMES`-frame window, the sign of that average in each of the band's 454 bins (64
+# bytes a second: 0.23 MB per audio hour); a query is compared, at 4 phases, with every window by Hamming
+# distance (popcount), summed along its consecutive windows. On the identify benchmark (5 s, 0 dB pink)
+# the right recording is first for 92 of 100 queries and among the best three for ~96; the places are then
+# checked like landmark candidates (alignment_z), with a stricter bar.
+SKETCH_PHASE = 8  # frames between the query window starts tried (4 phases of a reference window)
+SKETCH_HITS = 200  # best places kept per phase before they are grouped by recording
+SKETCH_ITEMS = 3  # recordings the sketch stage proposes
+SKETCH_PLACES = 2  # places per recording: music repeats itself, and its best-scoring repeat is not always it
+SKETCH_GAP = 94  # frames (3 s): places of one recording closer than this are one place
+SKETCH_NEAR = 4  # frames: a sketch alignment is good to a few frames, so its check takes the best of +/- this
+SKETCH_Z = 6.0  # alignment z a sketch candidate needs for confidence 0.5: the best of 9 lags (not 3) has a
+# higher chance level ...
+SKETCH_MARGIN = 3.0  # ... and its margin over the best z of the other recordings proposed. The sketch chose
+# these places for looking alike, so a larger library offers look-alikes with higher z by chance; the other
+# recordings' z is that query's own chance level. On the benchmark's 270 negatives: z up to 4.6, margins up
+# to 2.2; the true matches the sketch found: z 6.0-16.7, margins 4.2-9.7
+
+
+def sketch_confidence(*, z: float, runner_up: float) -> float:
+    """Confidence 0..1 of a sketch candidate verified with alignment z-score ``z`` when the best other
+    recording the sketch proposed reached ``runner_up``: 0.5 where ``z`` is :data:`SKETCH_Z` and
+    :data:`SKETCH_MARGIN` above ``runner_up``, whichever is harder."""
+    evidence = min(z - SKETCH_Z, z - runner_up - SKETCH_MARGIN)
+    return float(1.0 / (1.0 + math.exp(-evidence / VERIFY_SCALE)))
+
+
+def sketch_bits(*, windows: np.ndarray) -> np.ndarray:
+    """(w, :data:`SKETCH_WORDS`) uint64 sketch rows of ``windows`` (w, bins) float, each the mean
+    :func:`detail_frames` of one window: bit b is set where bin b is above the window's mean over bins
+    (bits packed big-endian, zero-padded to whole words)."""
+    bits = np.asarray(windows) > np.asarray(windows).mean(axis=1, keepdims=True)
+    packed = np.zeros((bits.shape[0], SKETCH_WORDS * 8), np.uint8)
+    packed[:, : -(-bits.shape[1] // 8)] = np.packbits(bits, axis=1)
+    return packed.view(np.uint64)
+
+
+def query_sketch(*, y: np.ndarray) -> list[tuple[int, np.ndarray]]:
+    """The sketch windows of a query ``y`` (n,) float32 at :data:`SAMPLE_RATE`, at each phase ``p`` in
+    0, :data:`SKETCH_PHASE`, ... < :data:`SKETCH_FRAMES`: ``(p, (k, SKETCH_WORDS) uint64)`` for the ``k``
+    whole windows starting at frames p, p + SKETCH_FRAMES, ... (a phase with none is left out)."""
+    detail = detail_frames(logspec=log_spectrogram(y=np.asarray(y, np.float32)))
+    out = []
+    for p in range(0, SKETCH_FRAMES, SKETCH_PHASE):
+        k = (detail.shape[0] - p) // SKETCH_FRAMES
+        if k >= 1:
+            windows = detail[p : p + k * SKETCH_FRAMES].reshape(k, SKETCH_FRAMES, -1).mean(axis=1)
+            out.append((p, sketch_bits(windows=windows)))
+    return out
+
+
+SKETCH_BLOCK = 1 << 15  # stored windows compared per pass (2 MB of bits: stays in cache for every query row)
+
+
+def sketch_hits(
+    *, query: list[tuple[int, np.ndarray]], words: np.ndarray, items: np.ndarray, windows: np.ndarray,
+    per_phase: int = SKETCH_HITS,
+) -> list[tuple[float, int, int]]:  # fmt: skip
+    """Best places of a :func:`query_sketch` among stored sketch windows: ``words`` (SKETCH_WORDS, n)
+    uint64 columns ordered by (``items`` (n,), ``windows`` (n,) window number, from 0 with no gaps). A
+    place is the query's k windows of one phase against k consecutive windows of one recording; its
+    similarity is 1 - 2 x the mean share of differing bits (1: identical, ~0: unrelated). Returns
+    ``(similarity, item id, offset frames)`` of the best ``per_phase`` places of each phase (offset:
+    where the query starts in the recording; it can be negative by up to a phase).
+
+    Hamming distances by popcount, the stored bits read once, in blocks of :data:`SKETCH_BLOCK` windows
+    compared with all the query's rows (a scan, linear in the windows stored: see
+    ``scripts/bench_identify_growth.py``)."""
+    n = words.shape[1]
+    totals = [np.zeros(max(n - rows.shape[0] + 1, 0), np.uint32) for _, rows in query]
+    tmp, ones = np.empty(SKETCH_BLOCK, np.uint64), np.empty(SKETCH_BLOCK, np.uint8)
+    dist = np.empty(SKETCH_BLOCK, np.uint16)
+    for a in range(0, n, SKETCH_BLOCK):
+        size = min(n, a + SKETCH_BLOCK) - a
+        block = [np.asarray(words[w, a : a + size]) for w in range(words.shape[0])]
+        t, o, d = tmp[:size], ones[:size], dist[:size]
+        for (_, rows), total in zip(query, totals, strict=True):
+            for j in range(rows.shape[0]):  # distance of window a + i to row j counts for the place a + i - j
+                lo, hi = max(a - j, 0), min(a + size - j, total.shape[0])
+                if hi <= lo:
+                    continue
+                d[:] = 0
+                for w, col in enumerate(block):
+                    np.bitwise_xor(col, rows[j, w], out=t)
+                    np.bitwise_count(t, out=o)
+                    d += o
+                total[lo:hi] += d[lo + j - a : hi + j - a]
+    remaining = _windows_left(items, windows)
+    out: list[tuple[float, int, int]] = []
+    for (p, rows), total in zip(query, totals, strict=True):
+        k, m = rows.shape[0], total.shape[0]
+        if m < 1:
+            continue
+        whole = remaining[:m] >= k  # k consecutive windows of one recording from here
+        scored = np.where(whole, total, np.iinfo(np.uint32).max)
+        best = np.argpartition(scored, min(per_phase, m) - 1)[:per_phase]
+        out += [(1.0 - 2.0 * float(total[r]) / (k * SKETCH_BITS), int(items[r]), int(windows[r]) * SKETCH_FRAMES - p)
+                for r in best if whole[r]]  # fmt: skip
+    return out
+
+
+def _windows_left(items: np.ndarray, windows: np.ndarray) -> np.ndarray:
+    """(n,) how many windows of its recording each stored window starts (itself included): columns in
+    (item, window) order, an item's windows numbered from 0 with no gaps."""
+    items = np.asarray(items)
+    if items.size == 0:
+        return np.zeros(0, np.int64)
+    starts = np.flatnonzero(np.concatenate([[True], items[1:] != items[:-1]]))
+    counts = np.diff(np.concatenate([starts, [items.size]]))
+    return np.repeat(counts, counts) - np.asarray(windows, np.int64)
+
+
+def sketch_places(
+    hits: list[tuple[float, int, int]], *, top: int = SKETCH_ITEMS, places: int = SKETCH_PLACES
+) -> list[tuple[int, float, float]]:
+    """``(item id, offset_s, similarity)`` from :func:`sketch_hits`: the ``top`` recordings with the best
+    places, up to ``places`` each at least :data:`SKETCH_GAP` frames apart, best first."""
+    kept: dict[int, list[tuple[float, int]]] = {}
+    for sim, item, off in sorted(hits, key=lambda h: -h[0]):
+        if item not in kept:
+            if len(kept) >= top:
+                continue
+            kept[item] = []
+        if len(kept[item]) < places and all(abs(off - o) >= SKETCH_GAP for _, o in kept[item]):
+            kept[item].append((sim, off))
+    out = [(item, off * FRAME_S, sim) for item, ps in kept.items() for sim, off in ps]
+    return sorted(out, key=lambda x: -x[2])
 
 
 EARLY_CONFIDENCE = 0.99  # a unit-speed match this sure skips the other speed hypotheses

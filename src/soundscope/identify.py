@@ -36,6 +36,7 @@ class Identification:
     speed: float
     duration_s: float
     verified_z: float | None = None  # alignment z-score when the recording's own audio was checked
+    via: str = "landmarks"  # what proposed it: "landmarks" (hashes) or "sketch" (the noise-robust second look)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -48,6 +49,7 @@ class Identification:
             "speed": round(self.speed, 4),
             "duration_s": round(self.duration_s, 3),
             "verified_z": None if self.verified_z is None else round(self.verified_z, 2),
+            "via": self.via,
         }
 
 
@@ -62,14 +64,22 @@ def identify_array(store: Store, y: np.ndarray, *, limit: int = 3, min_confidenc
                    verify: bool = True) -> list[Identification]:  # fmt: skip
     """Matches of ``y`` (n,) float32 mono at :data:`fingerprint.SAMPLE_RATE`, best first; [] for no match.
     When the landmarks leave the best candidate unsure, ``verify`` compares the query with the best
-    :data:`VERIFY_TOP` candidates' own audio (:func:`verify_candidates`)."""
+    :data:`VERIFY_TOP` candidates' own audio (:func:`verify_candidates`), and if that does not settle it,
+    with the places its sketch finds (:func:`sketch_candidates`)."""
     y = np.asarray(y, np.float32)[: int(MAX_QUERY_S * fp.SAMPLE_RATE)]
     index = store.fingerprints()
     cands = fp.match(peaks=fp.peaks_of(y=y), lookup=index.lookup, top=max(limit, 2, VERIFY_TOP) + 1)
     out = []
     rows = {r.id: r for r in store.catalog.items(c.item_id for c in cands)} if cands else {}
-    if verify and cands and cands[0].confidence < MATCH_CONFIDENCE:
-        cands = verify_candidates(y, cands, {i: r.path for i, r in rows.items()})
+    if verify and (not cands or cands[0].confidence < MATCH_CONFIDENCE):
+        detail = fp.tonal_detail(y=y)  # the query's, once for every candidate
+        cands = verify_candidates(y, cands, {i: r.path for i, r in rows.items()}, detail=detail)
+        if not cands or cands[0].confidence < MATCH_CONFIDENCE:
+            sketched = sketch_candidates(store, y)
+            rows |= {r.id: r for r in store.catalog.items(c.item_id for c in sketched)} if sketched else {}
+            sketched = verify_candidates(y, sketched, {i: r.path for i, r in rows.items()}, detail=detail,
+                                         top=len(sketched), near=fp.SKETCH_NEAR)  # fmt: skip
+            cands = _merge(cands, _sketch_confidence(sketched))
     for c in cands[:limit]:
         if c.confidence < min_confidence or c.item_id not in rows:
             continue
@@ -77,15 +87,18 @@ def identify_array(store: Store, y: np.ndarray, *, limit: int = 3, min_confidenc
             continue
         row = rows[c.item_id]
         out.append(Identification(c.item_id, row.path, c.offset_s, c.confidence, c.score, c.speed, row.duration_s,
-                                  c.extra.get("z")))  # fmt: skip
+                                  c.extra.get("z"), "sketch" if "sketch" in c.extra else "landmarks"))  # fmt: skip
     return out
 
 
 VERIFY_TOP = 5  # candidates compared with their own audio when the landmarks are unsure
 
 
-def verify_candidates(y: np.ndarray, cands: list[fp.Candidate], paths: dict[int, str]) -> list[fp.Candidate]:
-    """``cands`` (best first) with the best :data:`VERIFY_TOP` checked against their recordings: each
+def verify_candidates(
+    y: np.ndarray, cands: list[fp.Candidate], paths: dict[int, str], *, detail: np.ndarray | None = None,
+    top: int = VERIFY_TOP, near: int = fp.VERIFY_NEAR,
+) -> list[fp.Candidate]:  # fmt: skip
+    """``cands`` (best first) with the best ``top`` checked against their recordings: each
     one's audio at its alignment is decoded from the library (an excerpt, seeked) and scored with
     :func:`fingerprint.alignment_z`; a candidate the audio confirms takes the confidence that implies
     (:func:`fingerprint.verified_confidence`) if higher, and the list is re-ranked by confidence. A
@@ -93,10 +106,12 @@ def verify_candidates(y: np.ndarray, cands: list[fp.Candidate], paths: dict[int,
 
     Measured on the identify benchmark (0 dB pink noise): 5 s excerpts 91 -> 94 %, 2 s 77 -> 81 %, no
     false positive among the 270 negatives. Costs one excerpt decode (10-25 ms) and one correlation per
-    candidate, for unsure queries only."""
+    candidate, for unsure queries only. ``detail``: the query's :func:`fingerprint.tonal_detail`, if
+    already computed; ``near``: how far (frames) the alignment may be off (:func:`fingerprint.alignment_z`).
+    Sketch candidates then get their own confidence (:func:`_sketch_confidence`)."""
     lag_s = fp.VERIFY_LAG * fp.FRAME_S
-    detail = fp.tonal_detail(y=y)  # the query's, once for every candidate
-    for c in cands[:VERIFY_TOP]:
+    detail = fp.tonal_detail(y=y) if detail is None else detail  # the query's, once for every candidate
+    for c in cands[:top]:
         path = paths.get(c.item_id)
         if path is None:
             continue
@@ -105,10 +120,44 @@ def verify_candidates(y: np.ndarray, cands: list[fp.Candidate], paths: dict[int,
                                  + 2 * lag_s + fp.N_FFT / fp.SAMPLE_RATE, sample_rate=fp.SAMPLE_RATE)  # fmt: skip
         except (decode.DecodeError, OSError):
             continue
-        z = fp.alignment_z(query=detail, reference=fp.tonal_detail(y=ref), speed=c.speed)
+        z = fp.alignment_z(query=detail, reference=fp.tonal_detail(y=ref), speed=c.speed, near=near,
+                           far=fp.VERIFY_FAR + near - fp.VERIFY_NEAR)  # fmt: skip
         c.extra["z"] = z
         c.confidence = max(c.confidence, fp.verified_confidence(z))
     return sorted(cands, key=lambda c: -c.confidence)
+
+
+def sketch_candidates(store: Store, y: np.ndarray) -> list[fp.Candidate]:
+    """The places the query's sketch (:func:`fingerprint.query_sketch`) matches best, as candidates with
+    no landmark evidence (``score`` 0, unit speed, ``extra["sketch"]`` the similarity), to be verified:
+    for queries the landmarks leave unsure. [] for a query shorter than a sketch window (~1 s)."""
+    query = fp.query_sketch(y=y)
+    if not query:
+        return []
+    places = store.fingerprints().sketch_search(query)
+    return [fp.Candidate(item, 0, off, 1.0, 0, extra={"sketch": sim}) for item, off, sim in places]
+
+
+def _sketch_confidence(cands: list[fp.Candidate]) -> list[fp.Candidate]:
+    """Verified sketch candidates with their confidence set (:func:`fingerprint.sketch_confidence`): each
+    one's z against the best z of the other recordings (0 if none was verified)."""
+    best: dict[int, float] = {}
+    for c in cands:
+        if "z" in c.extra:
+            best[c.item_id] = max(best.get(c.item_id, -math.inf), c.extra["z"])
+    for c in cands:
+        runner = max([z for item, z in best.items() if item != c.item_id], default=0.0)
+        c.confidence = fp.sketch_confidence(z=c.extra["z"], runner_up=runner) if "z" in c.extra else 0.0
+    return cands
+
+
+def _merge(cands: list[fp.Candidate], more: list[fp.Candidate]) -> list[fp.Candidate]:
+    """One candidate per recording, the most confident of ``cands`` and ``more``, best first."""
+    best: dict[int, fp.Candidate] = {}
+    for c in cands + more:
+        if c.item_id not in best or c.confidence > best[c.item_id].confidence:
+            best[c.item_id] = c
+    return sorted(best.values(), key=lambda c: -c.confidence)
 
 
 def load_query(path: str | os.PathLike[str]) -> np.ndarray:

@@ -8,10 +8,16 @@ Layout of ``<data_dir>/fingerprints/``::
     <part>-i.npy         uint32 item ids, aligned with the hashes
     <part>-t.npy         uint32 anchor frames (32 ms), aligned with the hashes
     <part>-ids.npy       uint32 distinct item ids of the part, sorted
+    <part>-s.npy         uint64 (8, w) sketch windows (fingerprint.sketch_bits), word-major, ordered by
+    <part>-si.npy        ... uint32 item id (w,) and
+    <part>-sw.npy        ... uint32 window number in the item (w,): an item's windows are consecutive
 
-12 bytes per hash, ~30 hashes per second of audio: ~1.3 MB per audio hour, so 10^5 tracks of
-4 minutes (6,700 h) take ~9 GB. A look-up is a binary search per part (``np.searchsorted`` on a
-memory-mapped array): no table in RAM, and the cost grows with log(size) plus the hits returned.
+12 bytes per hash, ~30 hashes per second of audio: ~1.3 MB per audio hour, plus 72 bytes per sketch
+window (one a second: 0.26 MB per hour), so 10^5 tracks of 4 minutes (6,700 h) take ~11 GB. A hash
+look-up is a binary search per part (``np.searchsorted`` on a memory-mapped array): no table in RAM,
+and the cost grows with log(size) plus the hits returned. The sketch look-up
+(:meth:`FingerprintIndex.sketch_search`, only for queries the landmarks leave unsure) is a scan, linear
+in the size (measured with ``scripts/bench_identify_growth.py``).
 
 Kept beside the catalog, not in it (a table of 10^9 rows in SQLite would be larger and slower), and
 in step with it the same way the vector indexes are: the writer appends a part per batch of items;
@@ -39,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from ..fingerprint import PARAMS, Fingerprint
+from ..fingerprint import PARAMS, SKETCH_WORDS, Fingerprint, sketch_hits, sketch_places
 from .catalog import Catalog
 
 MAX_PARTS = 8
@@ -52,6 +58,9 @@ BUCKET_CAP = 3  # a look-up skips hashes stored more than this many times the av
 # commonest landmarks (low notes, short gaps) say little about which recording it is and cost the most hits
 
 
+COLUMNS = ("h", "i", "t", "ids", "s", "si", "sw")  # a part's files, <part>-<column>.npy
+
+
 @dataclass
 class _Part:
     name: str
@@ -59,6 +68,9 @@ class _Part:
     items: np.ndarray
     times: np.ndarray
     ids: np.ndarray
+    sketch: np.ndarray  # (SKETCH_WORDS, w) uint64
+    sketch_items: np.ndarray  # (w,) uint32
+    sketch_windows: np.ndarray  # (w,) uint32
 
     def __len__(self) -> int:
         return int(self.hashes.shape[0])
@@ -83,7 +95,20 @@ def _part_problems(part: _Part, entry: dict[str, Any]) -> list[str]:
     items = np.unique(np.concatenate(seen)) if seen else np.zeros(0, np.uint32)
     if not np.array_equal(items, np.asarray(part.ids)):
         out.append("its item list does not match its entries")
-    return out
+    return out + _sketch_problems(part)
+
+
+def _sketch_problems(part: _Part) -> list[str]:
+    """What is wrong with a part's sketch columns (shape, lengths, order, items the part does not hold)."""
+    w = part.sketch_items.shape[0]
+    if part.sketch.ndim != 2 or part.sketch.shape != (SKETCH_WORDS, w) or part.sketch_windows.shape[0] != w:
+        return [f"sketch columns of unequal shape ({part.sketch.shape}, {w}, {part.sketch_windows.shape[0]})"]
+    i, k = np.asarray(part.sketch_items, np.int64), np.asarray(part.sketch_windows, np.int64)
+    if w > 1 and bool(((i[1:] < i[:-1]) | ((i[1:] == i[:-1]) & (k[1:] != k[:-1] + 1))).any()):
+        return ["sketch windows not in (item, window) order"]
+    if not np.isin(np.unique(i), np.asarray(part.ids, np.int64)).all():
+        return ["sketch windows of items the part does not hold"]
+    return []
 
 
 class FingerprintIndex:
@@ -130,7 +155,7 @@ class FingerprintIndex:
         self._dead_cache: tuple[int, np.ndarray] | None = None
 
     def _open_part(self, name: str) -> _Part:
-        cols = [np.load(self.dir / f"{name}-{c}.npy", mmap_mode="r") for c in ("h", "i", "t", "ids")]
+        cols = [np.load(self.dir / f"{name}-{c}.npy", mmap_mode="r") for c in COLUMNS]
         return _Part(name, *cols)
 
     def refresh(self) -> None:
@@ -190,6 +215,16 @@ class FingerprintIndex:
             live = ~np.isin(it, dead)
             q, it, tt = q[live], it[live], tt[live]
         return q, it, tt
+
+    def sketch_search(self, query: list[tuple[int, np.ndarray]]) -> list[tuple[int, float, float]]:
+        """``(item id, offset_s, similarity)`` of the recordings whose sketch windows best match ``query``
+        (:func:`~soundscope.fingerprint.query_sketch`), best first (:func:`~soundscope.fingerprint.sketch_places`);
+        dead items left out. A scan of every part's sketch columns (an item's windows are in one part)."""
+        hits: list[tuple[float, int, int]] = []
+        for part in self.parts:
+            hits += sketch_hits(query=query, words=part.sketch, items=part.sketch_items, windows=part.sketch_windows)
+        dead = set(self.dead().tolist())
+        return sketch_places([h for h in hits if h[1] not in dead])
 
     def hashes_of(self, item_id: int) -> tuple[np.ndarray, np.ndarray]:
         """(hashes, anchor frames) stored for one item (a scan of each part holding it; for duplicates)."""
@@ -274,12 +309,13 @@ class FingerprintIndex:
         n = sum(len(p) - p.ids.size for p in self.parts)  # one PRESENT entry per item is not a hash
         size = 0
         for p in self.parts:
-            for c in ("h", "i", "t", "ids"):
+            for c in COLUMNS:
                 with contextlib.suppress(OSError):
                     size += os.path.getsize(self.dir / f"{p.name}-{c}.npy")
         return {
             "fingerprint_items": int(self.item_ids().size),
             "fingerprint_hashes": int(n),
+            "fingerprint_sketch_windows": int(sum(p.sketch_items.shape[0] for p in self.parts)),
             "fingerprint_parts": len(self.parts),
             "fingerprint_bytes": int(size),
         }
@@ -386,7 +422,10 @@ class FingerprintIndex:
             h = np.concatenate([np.append(fp.hashes, PRESENT) for _, fp in self._buffer]).astype(np.uint32)
             t = np.concatenate([np.append(fp.times, 0) for _, fp in self._buffer]).astype(np.uint32)
             i = np.concatenate([np.full(fp.hashes.size + 1, item, np.uint32) for item, fp in self._buffer])
-            parts.append(self._write_part(h, i, t))
+            sketch = np.concatenate([fp.sketch.reshape(-1, SKETCH_WORDS) for _, fp in self._buffer]).T
+            si = np.concatenate([np.full(fp.sketch.shape[0], item, np.uint32) for item, fp in self._buffer])
+            sw = np.concatenate([np.arange(fp.sketch.shape[0], dtype=np.uint32) for _, fp in self._buffer])
+            parts.append(self._write_part(h, i, t, (sketch, si, sw)))
         seq = self.catalog.tombstone_seq()
         dead = self.dead()
         present = np.unique(np.concatenate([p.ids for p in parts]).astype(np.int64)) if parts else np.zeros(0)
@@ -405,7 +444,7 @@ class FingerprintIndex:
         self._buffer, self._buffered = [], 0
         self._dead_cache = None
         for name in old:  # readers that mapped them keep their pages (POSIX)
-            for c in ("h", "i", "t", "ids"):
+            for c in COLUMNS:
                 with contextlib.suppress(OSError):
                     os.unlink(self.dir / f"{name}-{c}.npy")
 
@@ -425,23 +464,38 @@ class FingerprintIndex:
         h = np.concatenate([np.asarray(p.hashes) for p in parts])
         i = np.concatenate([np.asarray(p.items) for p in parts])
         t = np.concatenate([np.asarray(p.times) for p in parts])
+        sketch = np.concatenate([np.asarray(p.sketch) for p in parts], axis=1)
+        si = np.concatenate([np.asarray(p.sketch_items) for p in parts])
+        sw = np.concatenate([np.asarray(p.sketch_windows) for p in parts])
         if dead.size:
             live = ~np.isin(i, dead)
             h, i, t = h[live], i[live], t[live]
-        return self._write_part(h, i, t, presorted=False)
+            live = ~np.isin(si, dead)
+            sketch, si, sw = sketch[:, live], si[live], sw[live]
+        return self._write_part(h, i, t, (sketch, si, sw), presorted=False)
 
-    def _write_part(self, h: np.ndarray, i: np.ndarray, t: np.ndarray, *, presorted: bool = False) -> _Part:
+    def _write_part(
+        self, h: np.ndarray, i: np.ndarray, t: np.ndarray, sketches: tuple[np.ndarray, np.ndarray, np.ndarray],
+        *, presorted: bool = False,
+    ) -> _Part:  # fmt: skip
+        """Write a part from its hash columns and ``sketches`` = (words (SKETCH_WORDS, w) uint64, item ids
+        (w,), window numbers (w,)); ``presorted``: the hashes are already in order (sketches are put in
+        (item, window) order here)."""
         self.dir.mkdir(parents=True, exist_ok=True)
         if not presorted:
             order = np.lexsort((t, i, h))
             h, i, t = h[order], i[order], t[order]
+        sketch, si, sw = sketches
+        order = np.lexsort((sw, si))
+        sketch, si, sw = np.asarray(sketch, np.uint64).reshape(SKETCH_WORDS, -1)[:, order], si[order], sw[order]
         name = f"p{time.time_ns():x}-{uuid.uuid4().hex[:6]}"
         self._written.append(name)
         ids = np.unique(i).astype(np.uint32)
-        for c, arr in (("h", h), ("i", i), ("t", t), ("ids", ids)):
+        columns = (("h", h), ("i", i), ("t", t), ("ids", ids), ("s", sketch), ("si", si), ("sw", sw))
+        for c, arr in columns:
             tmp = self.dir / f".{name}-{c}.npy.tmp"
             with open(tmp, "wb") as f:
-                np.save(f, np.ascontiguousarray(arr, dtype=np.uint32))
+                np.save(f, np.ascontiguousarray(arr, dtype=np.uint64 if c == "s" else np.uint32))
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, self.dir / f"{name}-{c}.npy")
