@@ -456,8 +456,9 @@ def test_identify_by_sketch_when_no_landmark_survives(tmp_path):
     assert hits[0].confidence >= 0.5 and hits[0].verified_z > fp.SKETCH_Z
     assert hits[0].to_dict()["via"] == "sketch"
     assert identify.identify_array(store, noisy, verify=False) == []  # the second look costs audio reads
-    other = synthetic_music(5, seed=99)
-    assert identify.identify_array(store, other) == []
+    other = synthetic_music(5, seed=99)  # same pitch grid and timbre: z up to ~6 by chance, below the margin
+    for noise in (0.0, 0.05):
+        assert identify.identify_array(store, other + noise * _pink(other.size, 5)) == []
     store.catalog.delete_items([3])
     assert all(c.item_id != 3 for c in identify.sketch_candidates(store, noisy))
     store.close()
