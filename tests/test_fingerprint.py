@@ -386,7 +386,7 @@ def test_sketch_places_find_an_excerpt_and_never_span_two_recordings():
     for start in (7.0, 12.34):
         clip = refs[1][int(start * SR) : int(start * SR) + 5 * SR]
         noisy = clip + _pink(clip.size, 3) * np.sqrt(np.mean(clip**2))  # 0 dB
-        query = fp.query_sketch(y=noisy)
+        query = fp.query_sketch(detail=fp.tonal_detail(y=noisy))
         assert [p for p, _ in query] == list(range(0, fp.SKETCH_FRAMES, fp.SKETCH_PHASE))
         places = fp.sketch_places(fp.sketch_hits(query=query, words=words, items=items, windows=windows))
         item, offset, sim = places[0]
@@ -403,7 +403,8 @@ def test_sketch_places_find_an_excerpt_and_never_span_two_recordings():
     assert hits and max(h[0] for h in hits) < 0.5 and (1, 4 * fp.SKETCH_FRAMES) not in {(i, o) for _, i, o in hits}
     inside = [(0, stored[:, 1:5].T.copy())]
     assert max(fp.sketch_hits(query=inside, words=stored, items=owner, windows=number)) == (1.0, 1, fp.SKETCH_FRAMES)
-    assert fp.query_sketch(y=np.zeros(SR // 2, np.float32)) == []  # shorter than a window: nothing to look up
+    short = fp.tonal_detail(y=np.zeros(SR // 2, np.float32))
+    assert fp.query_sketch(detail=short) == []  # shorter than a window: nothing to look up
 
 
 def test_sketch_hits_equal_a_brute_force_count_of_differing_bits(monkeypatch):
@@ -460,7 +461,7 @@ def test_identify_by_sketch_when_no_landmark_survives(tmp_path):
     for noise in (0.0, 0.05):
         assert identify.identify_array(store, other + noise * _pink(other.size, 5)) == []
     store.catalog.delete_items([3])
-    assert all(c.item_id != 3 for c in identify.sketch_candidates(store, noisy))
+    assert all(c.item_id != 3 for c in identify.sketch_candidates(store, fp.tonal_detail(y=noisy)))
     store.close()
 
 

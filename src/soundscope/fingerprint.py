@@ -247,7 +247,7 @@ class FingerprintAccumulator:
         self.peaks: list[Peaks] = []
         self.n = 0
         self.sketch: list[np.ndarray] = []  # packed sketch rows of the whole windows so far
-        self.sketch_pending = np.zeros((0, HI_BIN - LO_BIN), np.float32)  # tonal detail of a partial window
+        self.sketch_pending = np.zeros((0, SKETCH_BITS), np.float32)  # tonal detail of a partial window
 
     def push(self, y: np.ndarray) -> None:
         """Add samples ``y`` (n,) float32 at :data:`SAMPLE_RATE`."""
@@ -298,11 +298,9 @@ class FingerprintAccumulator:
         fold their tonal detail into sketch windows (a partial window waits for the next frames)."""
         self.spec.append(spec)
         detail = np.concatenate([self.sketch_pending, detail_frames(logspec=spec)])
-        k = detail.shape[0] // SKETCH_FRAMES
-        if k:
-            windows = detail[: k * SKETCH_FRAMES].reshape(k, SKETCH_FRAMES, -1).mean(axis=1)
-            self.sketch.append(sketch_bits(windows=windows))
-        self.sketch_pending = detail[k * SKETCH_FRAMES :]
+        rows = sketch_rows(detail=detail)
+        self.sketch.append(rows)
+        self.sketch_pending = detail[rows.shape[0] * SKETCH_FRAMES :]
 
 
 @dataclass
@@ -456,13 +454,12 @@ def detail_frames(*, logspec: np.ndarray) -> np.ndarray:
     return logspec - ndimage.uniform_filter1d(logspec, VERIFY_WHITEN, axis=1, mode="nearest")
 
 
-def alignment_z(
-    *, query: np.ndarray, reference: np.ndarray, speed: float = 1.0, near: int = VERIFY_NEAR, far: int = VERIFY_FAR
-) -> float:
+def alignment_z(*, query: np.ndarray, reference: np.ndarray, speed: float = 1.0, near: int = VERIFY_NEAR) -> float:
     """How much better a query matches a reference at a candidate alignment than anywhere near it, in
     standard deviations: the correlation of their tonal detail (:func:`tonal_detail` of each, the
     ``query`` and ``reference`` here) at the alignment (best of +/- ``near`` frames) against its mean
-    and spread at the lags ``far`` .. :data:`VERIFY_LAG` frames either side. The
+    and spread at the lags from ``near`` + 7 (:data:`VERIFY_FAR` for landmark candidates) to
+    :data:`VERIFY_LAG` frames either side. The
     reference audio starts :data:`VERIFY_LAG` frames before the aligned start and spans the query at
     ``speed`` (query relative to reference) plus that much again at the end.
 
@@ -481,6 +478,7 @@ def alignment_z(
     qq, rr = (q * q).sum(axis=1), (r * r).sum(axis=1)
     den = np.sqrt(np.where(ok, qq[None, :], 0.0).sum(axis=1) * np.where(ok, rr[tr], 0.0).sum(axis=1))
     corr = np.where((ok.sum(axis=1) >= 10) & (den > 1e-9), num / np.maximum(den, 1e-9), np.nan)
+    far = VERIFY_FAR + near - VERIFY_NEAR  # the chance lags start as far beyond the alignment's window
     at, off = np.abs(lags) <= near, (np.abs(lags) >= far) & np.isfinite(corr)
     if off.sum() < 20 or not np.isfinite(corr[at]).any():
         return 0.0
@@ -536,18 +534,20 @@ def sketch_bits(*, windows: np.ndarray) -> np.ndarray:
     return packed.view(np.uint64)
 
 
-def query_sketch(*, y: np.ndarray) -> list[tuple[int, np.ndarray]]:
-    """The sketch windows of a query ``y`` (n,) float32 at :data:`SAMPLE_RATE`, at each phase ``p`` in
-    0, :data:`SKETCH_PHASE`, ... < :data:`SKETCH_FRAMES`: ``(p, (k, SKETCH_WORDS) uint64)`` for the ``k``
-    whole windows starting at frames p, p + SKETCH_FRAMES, ... (a phase with none is left out)."""
-    detail = detail_frames(logspec=log_spectrogram(y=np.asarray(y, np.float32)))
-    out = []
-    for p in range(0, SKETCH_FRAMES, SKETCH_PHASE):
-        k = (detail.shape[0] - p) // SKETCH_FRAMES
-        if k >= 1:
-            windows = detail[p : p + k * SKETCH_FRAMES].reshape(k, SKETCH_FRAMES, -1).mean(axis=1)
-            out.append((p, sketch_bits(windows=windows)))
-    return out
+def sketch_rows(*, detail: np.ndarray) -> np.ndarray:
+    """(k, SKETCH_WORDS) uint64 :func:`sketch_bits` of the k whole :data:`SKETCH_FRAMES`-frame windows of
+    ``detail`` (frames, bins), from its first frame (a partial window at the end is left out)."""
+    k = detail.shape[0] // SKETCH_FRAMES
+    return sketch_bits(windows=detail[: k * SKETCH_FRAMES].reshape(k, SKETCH_FRAMES, detail.shape[1]).mean(axis=1))
+
+
+def query_sketch(*, detail: np.ndarray) -> list[tuple[int, np.ndarray]]:
+    """The sketch windows of a query from its tonal detail (frames, bins) (:func:`tonal_detail` or
+    :func:`detail_frames`: a constant added to every bin does not change a sign bit), at each phase ``p``
+    in 0, :data:`SKETCH_PHASE`, ... < :data:`SKETCH_FRAMES`: ``(p, (k, SKETCH_WORDS) uint64)`` for the
+    ``k`` whole windows starting at frames p, p + SKETCH_FRAMES, ... (a phase with none is left out)."""
+    phases = [(p, sketch_rows(detail=detail[p:])) for p in range(0, SKETCH_FRAMES, SKETCH_PHASE)]
+    return [(p, rows) for p, rows in phases if rows.shape[0]]
 
 
 SKETCH_BLOCK = 1 << 15  # stored windows compared per pass (2 MB of bits: stays in cache for every query row)

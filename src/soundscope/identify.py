@@ -75,7 +75,7 @@ def identify_array(store: Store, y: np.ndarray, *, limit: int = 3, min_confidenc
         detail = fp.tonal_detail(y=y)  # the query's, once for every candidate
         cands = verify_candidates(y, cands, {i: r.path for i, r in rows.items()}, detail=detail)
         if not cands or cands[0].confidence < MATCH_CONFIDENCE:
-            sketched = sketch_candidates(store, y)
+            sketched = sketch_candidates(store, detail)
             rows |= {r.id: r for r in store.catalog.items(c.item_id for c in sketched)} if sketched else {}
             sketched = verify_candidates(y, sketched, {i: r.path for i, r in rows.items()}, detail=detail,
                                          top=len(sketched), near=fp.SKETCH_NEAR)  # fmt: skip
@@ -120,18 +120,18 @@ def verify_candidates(
                                  + 2 * lag_s + fp.N_FFT / fp.SAMPLE_RATE, sample_rate=fp.SAMPLE_RATE)  # fmt: skip
         except (decode.DecodeError, OSError):
             continue
-        z = fp.alignment_z(query=detail, reference=fp.tonal_detail(y=ref), speed=c.speed, near=near,
-                           far=fp.VERIFY_FAR + near - fp.VERIFY_NEAR)  # fmt: skip
+        z = fp.alignment_z(query=detail, reference=fp.tonal_detail(y=ref), speed=c.speed, near=near)
         c.extra["z"] = z
         c.confidence = max(c.confidence, fp.verified_confidence(z))
     return sorted(cands, key=lambda c: -c.confidence)
 
 
-def sketch_candidates(store: Store, y: np.ndarray) -> list[fp.Candidate]:
-    """The places the query's sketch (:func:`fingerprint.query_sketch`) matches best, as candidates with
-    no landmark evidence (``score`` 0, unit speed, ``extra["sketch"]`` the similarity), to be verified:
-    for queries the landmarks leave unsure. [] for a query shorter than a sketch window (~1 s)."""
-    query = fp.query_sketch(y=y)
+def sketch_candidates(store: Store, detail: np.ndarray) -> list[fp.Candidate]:
+    """The places where the sketch of a query with tonal detail ``detail`` (:func:`fingerprint.tonal_detail`)
+    matches best (:func:`fingerprint.query_sketch`), as candidates with no landmark evidence (``score`` 0,
+    unit speed, ``extra["sketch"]`` the similarity), to be verified: for queries the landmarks leave
+    unsure. [] for a query shorter than a sketch window (~1 s)."""
+    query = fp.query_sketch(detail=detail)
     if not query:
         return []
     places = store.fingerprints().sketch_search(query)
