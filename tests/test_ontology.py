@@ -61,3 +61,57 @@ def test_example_similarity_adds_label_agreement():
     assert got[0] <= 1.0 and got[1] == pytest.approx((1 - QBE_LABEL_WEIGHT) * 0.7 + QBE_LABEL_WEIGHT * 0.1, abs=0.02)
     kept = example_similarity(np.array([0.5]), query, np.zeros((1, 3), np.float32))  # no scores: the cosine stands
     assert kept[0] == pytest.approx(0.5)
+
+
+def _segment(start, end, sound, music=None):
+    scores = {"yamnet": np.asarray(sound, np.float32)}
+    emb = {"yamnet": np.array([1.0, 0.0], np.float32)}
+    if music is not None:
+        emb["musicnn_msd"] = np.asarray(music, np.float32)
+    return (start, end, scores, emb)
+
+
+def test_each_segment_of_a_query_clip_picks_its_space():
+    from soundscope.search import example_parts
+
+    labels = ["Music", "Piano", "Dog", "Speech", "Guitar"]
+    dog = [0.1, 0.0, 0.9, 0.0, 0.0]
+    song = [1.0, 0.9, 0.0, 0.0, 0.0]
+    segs = [_segment(0, 5, dog, [0.0, 1.0]), _segment(5, 10, song, [1.0, 0.0]), _segment(10, 12, song, [0.6, 0.8])]
+    parts = example_parts(segs, sound="yamnet", sound_labels=labels, music="musicnn_msd", least=0.3)
+    assert [p.space for p in parts] == ["musicnn_msd", "yamnet"]  # the larger share first
+    music, sound = parts
+    assert music.spans == [(5, 10), (10, 12)] and sound.spans == [(0, 5)]
+    assert music.share == pytest.approx(7 / 12) and sound.share == pytest.approx(5 / 12)
+    assert np.allclose(music.vector, np.array([5 * 1.0 + 2 * 0.6, 2 * 0.8]) / np.hypot(6.2, 1.6), atol=1e-6)
+    assert np.allclose(sound.scores, dog)
+    # without the music tagger's embedding (it did not run, or the library lacks its space): all sound
+    alone = example_parts(segs, sound="yamnet", sound_labels=labels, music=None, least=0.3)
+    assert [(p.space, p.share) for p in alone] == [("yamnet", 1.0)]
+    # a song with one noise in it: a part under a fifth of the clip is not searched on its own
+    song_with_noise = [_segment(5 * i, 5 * i + 5, dog if i == 3 else song, [1.0, 0.0]) for i in range(6)]
+    parts = example_parts(song_with_noise, sound="yamnet", sound_labels=labels, music="musicnn_msd", least=0.3)
+    assert [(p.space, round(p.share, 3)) for p in parts] == [("musicnn_msd", 0.833)]
+    # a stricter bar for a sound event turns the dog segment (0.9) into music at 0.95
+    strict = example_parts(segs, sound="yamnet", sound_labels=labels, music="musicnn_msd", least=0.95)
+    assert [p.space for p in strict] == ["musicnn_msd"]
+
+
+def test_parts_hits_interleave_by_share():
+    from soundscope.search import ExamplePart, fuse_parts
+    from soundscope.types import Result
+
+    def hits(ids):
+        return [Result(i, f"/x/{i}", 0.9 - 0.01 * k, 0.0, 5.0, ["sounds similar"]) for k, i in enumerate(ids)]
+
+    music = ExamplePart("musicnn_msd", np.ones(2, np.float32), None, [(5.0, 15.0)], 2 / 3)
+    sound = ExamplePart("yamnet", np.ones(2, np.float32), None, [(0.0, 5.0)], 1 / 3)
+    fused = fuse_parts([(music, hits([1, 2, 3, 4, 5])), (sound, hits([10, 11, 4]))], limit=6)
+    # music 2/3, 1/3, 2/9, 1/6, 2/15; sound 1/3, 1/6, 1/9: item 4 is in both (1/6 + 1/9)
+    assert [r.item_id for r in fused] == [1, 2, 10, 4, 3, 11]
+    assert fused[0].why[0] == "like the query's music at 00:05-00:15"
+    assert fused[2].why[0] == "like the query's sound at 00:00-00:05"
+    tiny = ExamplePart("yamnet", np.ones(2, np.float32), None, [(0.0, 1.0)], 0.05)
+    big = ExamplePart("musicnn_msd", np.ones(2, np.float32), None, [(1.0, 20.0)], 0.95)
+    fused = fuse_parts([(big, hits(list(range(100, 130)))), (tiny, hits([7]))], limit=10)
+    assert 7 not in [r.item_id for r in fused]  # a door slam in a song does not reach the first ten

@@ -87,6 +87,26 @@ def test_query_by_example_with_an_unindexed_clip(demo_lib, tmp_path):
     assert hits[0].path.endswith("1-30344-A.ogg") and hits[0].score > 0.9
 
 
+def test_query_by_example_with_a_sound_then_music(demo_lib, tmp_path):
+    """A dog bark followed by a song: the bark is searched as a sound, the song as music, and the
+    hits of both come back, each saying which part of the clip it is like."""
+    from soundscope import decode
+    from tests.conftest import write_audio
+
+    bark = decode.load(DEMO / "sounds" / "dog" / "1-30344-A.ogg")[: 16000 * 5]
+    song = decode.load(DEMO / "music" / "Kevin_MacLeod_-_Vibe_Ace.ogg")[16000 * 20 : 16000 * 30]
+    clip = write_audio(tmp_path / "bark_then_song.wav", np.concatenate([bark, song]), 16000)
+    hits = demo_lib.similar(str(clip), limit=6)
+    by_part = {h.path: h.why[0] for h in hits}
+    assert by_part[str(DEMO / "sounds" / "dog" / "1-30344-A.ogg")] == "like the query's sound at 00:00-00:05"
+    assert by_part[str(DEMO / "music" / "Kevin_MacLeod_-_Vibe_Ace.ogg")] == "like the query's music at 00:05-00:15"
+    assert hits[0].path.startswith(str(DEMO / "music"))  # the song is two thirds of the clip
+    # each part alone: the bark finds dogs in the sound tagger's space, the song songs in the music one
+    assert "/dog/" in demo_lib.similar(write_audio(tmp_path / "bark.wav", bark, 16000), limit=1)[0].path
+    alone = demo_lib.similar(write_audio(tmp_path / "song.wav", song, 16000), limit=3)
+    assert all(h.path.startswith(str(DEMO / "music")) and "like the query" not in h.why[0] for h in alone)
+
+
 def test_empty_query_and_show(demo_lib):
     assert demo_lib.search("   ") == []
     item = demo_lib.show(demo_lib.search("dog barking", limit=1)[0].item_id)

@@ -15,7 +15,7 @@ from typing import Any
 
 from . import analyze, describe
 from .ingest import Indexer, Progress
-from .search import Filters, Searcher
+from .search import ExamplePart, Filters, Searcher, example_parts, fuse_parts
 from .store import Store
 from .store.lock import IndexLock
 from .types import Analyzer, IndexReport, Result
@@ -246,29 +246,72 @@ class Library:
         if row and not include_self:
             exclude.add(row.id)
         music = next((a for a in self.music_analyzers if a.name == MUSIC_SIMILARITY_SPACE), None)
-        if row is not None:  # indexed: reuse stored vectors, no decoding
-            sound = self.store.catalog.item_scores(row.id, primary.name)
-            # stored scores are maxima over the whole file, so a long track's passing noises reach 0.3: ask more
-            prefer_sound = sound is not None and describe.sound_dominates(sound, primary.labels, least=0.5)
-            for analyzer in (primary,) if prefer_sound else (music, primary):
-                vec = self.store.catalog.item_vector(row.id, analyzer.name) if analyzer else None
-                if vec is not None:
-                    scores = self.store.catalog.item_scores(row.id, analyzer.name)
-                    return self.searcher.similar(
-                        analyzer, vec, limit=limit, filters=filters, exclude_ids=exclude, query_scores=scores
-                    )
+        searchable = music if music is not None and self._has_space(music.name) else None
+        by_name = {a.name: a for a in (primary, searchable) if a is not None}
+        if row is not None:  # indexed: reuse stored segments and vectors, no decoding
+            # a stored segment's scores are maxima over 5 s of what may be a long track, whose passing
+            # noises reach 0.3: a sound event must reach 0.5 there
+            parts = self._example_parts(self._stored_segments(row.id, primary, searchable), primary, searchable, 0.5)
+            if len(parts) > 1:
+                return self._similar_parts(parts, by_name, limit=limit, filters=filters, exclude=exclude)
+            space = by_name[parts[0].space] if parts else primary
+            vec = self.store.catalog.item_vector(row.id, space.name)
+            if vec is not None:
+                scores = self.store.catalog.item_scores(row.id, space.name)
+                return self.searcher.similar(
+                    space, vec, limit=limit, filters=filters, exclude_ids=exclude, query_scores=scores
+                )
         query = analyze.analyze_file(path, [primary], music_analyzers=[music] if music else None)
-        return self.searcher.similar(
-            self._example_space(query, primary, music), query, limit=limit, filters=filters, exclude_ids=exclude
+        segments = [(s.start, s.end, s.scores, s.embeddings) for s in query.segments]
+        parts = self._example_parts(segments, primary, searchable, 0.3)
+        if len(parts) > 1:
+            return self._similar_parts(parts, by_name, limit=limit, filters=filters, exclude=exclude)
+        space = by_name[parts[0].space] if parts else primary
+        return self.searcher.similar(space, query, limit=limit, filters=filters, exclude_ids=exclude)
+
+    @staticmethod
+    def _example_parts(segments, primary: Analyzer, music: Analyzer | None, least: float) -> list[ExamplePart]:
+        return example_parts(
+            segments,
+            sound=primary.name,
+            sound_labels=list(primary.labels),
+            music=music.name if music else None,
+            least=least,
         )
 
-    def _example_space(self, query: analyze.Analysis, primary: Analyzer, music: Analyzer | None) -> Analyzer:
-        """The embedding a query clip is compared in: the music tagger's for music, YAMNet's for a clip
-        whose sound events outweigh its music (see :func:`describe.sound_dominates`)."""
-        if music is None or music.name not in query.item_embeddings or not self._has_space(music.name):
-            return primary
-        sound = query.item_scores.get(primary.name)
-        return primary if sound is not None and describe.sound_dominates(sound, primary.labels) else music
+    def _stored_segments(self, item_id: int, primary: Analyzer, music: Analyzer | None) -> list[tuple]:
+        """An indexed item's segments as :func:`search.example_parts` reads them, from the catalog."""
+        by_id: dict[int, tuple[float, float, dict[str, Any], dict[str, Any]]] = {}
+        for a in (primary, music) if music is not None else (primary,):
+            for sid, start, end, scores, emb in self.store.catalog.segments_of(item_id, a.name):
+                seg = by_id.setdefault(sid, (start, end, {}, {}))
+                if scores is not None:
+                    seg[2][a.name] = scores
+                if emb is not None:
+                    seg[3][a.name] = emb
+        return sorted(by_id.values(), key=lambda seg: seg[0])
+
+    def _similar_parts(
+        self,
+        parts: list[ExamplePart],
+        by_name: dict[str, Analyzer],
+        *,
+        limit: int,
+        filters: Filters | None,
+        exclude: set[int],
+    ) -> list[Result]:
+        """A query clip holding both sound and music: each part searched in its own space, then fused
+        (see :func:`search.fuse_parts`)."""
+        hits = [
+            (
+                p,
+                self.searcher.similar(
+                    by_name[p.space], p.vector, limit=limit, filters=filters, exclude_ids=exclude, query_scores=p.scores
+                ),
+            )
+            for p in parts
+        ]
+        return fuse_parts(hits, limit=limit)
 
     def _has_space(self, space: str) -> bool:
         return space in self.store.catalog.models()

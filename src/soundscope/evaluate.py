@@ -305,6 +305,8 @@ def main(args: argparse.Namespace) -> int:
 
         result["mixed"] = eval_mixed.run(esc10, esc10.parent, base / "eval-esc10")
         tables.append(eval_mixed.format_table(result["mixed"]))
+        result["mixed"]["sequence"] = eval_mixed.run_sequence(esc10, esc10.parent, base / "eval-mixed-sequence")
+        tables.append(eval_mixed.format_sequence(result["mixed"]["sequence"]))
     if args.section == "tempo":  # not part of "all": it renders MIDI through FluidSynth (apt packages)
         from . import eval_tempo
 

@@ -75,6 +75,7 @@ PREVALENCE_POWER = 1.0  # a matched label's weight is scaled by (1 - its mean sc
 # tag, and nothing else in it is measured or spoken), a result whose label evidence is below this is "weak":
 # the nearest there is, kept apart after the real matches. Calibrated on ESC-10 and the sfx set (README).
 WEAK_LABEL = 0.2
+EXAMPLE_PART_MIN = 0.2  # query by example: least share of a clip searched in a space of its own
 QBE_EXPAND = 3  # query by example: best first-pass neighbours added to the query (expanded_similarity)
 QBE_EXPAND_FROM, QBE_EXPAND_FULL = 0.6, 0.8  # a neighbour's first similarity: from no weight to full weight
 QBE_LABEL_WEIGHT = 0.5  # query by example: share of label agreement beside embedding cosine (example_similarity)
@@ -388,6 +389,96 @@ def expanded_similarity(
     qs = np.sqrt(np.clip(np.asarray(query_scores, np.float64), 0.0, None))
     qs = qs / max(float(np.linalg.norm(qs)), 1e-12) + (w * r[top]).sum(axis=0)
     return example_similarity(cosines, qs**2, scores)
+
+
+@dataclass
+class ExamplePart:
+    """The part of a query clip that is searched in one embedding space (see :func:`example_parts`)."""
+
+    space: str  # analyzer name: the sound tagger's or the music tagger's
+    vector: np.ndarray  # (dim,) unit mean of its segments' embeddings, weighted by their length
+    scores: np.ndarray | None  # (n_labels,) highest label probabilities over its segments
+    spans: list[tuple[float, float]]  # its segments, (start, end) seconds into the query
+    share: float  # its segments' share of the query's length, 0..1
+
+
+def example_parts(
+    segments: list[tuple[float, float, dict[str, np.ndarray], dict[str, np.ndarray]]],
+    *,
+    sound: str,
+    sound_labels: list[str],
+    music: str | None,
+    least: float,
+) -> list[ExamplePart]:
+    """Split a query clip by what each segment holds: segments (start s, end s, space -> (n_labels,)
+    scores, space -> (dim,) embedding) in time order. A segment is searched in the ``music`` tagger's
+    space when it has that embedding and no sound event outweighs its music
+    (:func:`describe.sound_dominates` of its ``sound`` scores at ``least``), else in the ``sound``
+    tagger's. Returns one part per space used, the larger share first: a dog barking before a song
+    gives a sound part and a music part, a song alone one music part. A part under
+    :data:`EXAMPLE_PART_MIN` of the clip is left out (a segment of a song that YAMNet hears as "Plop" or
+    "Jingle bell"), unless it is the only one."""
+    groups: dict[str, list[tuple[float, float, dict[str, np.ndarray], dict[str, np.ndarray]]]] = {}
+    for seg in segments:
+        _, _, scores, embeddings = seg
+        sound_scores = scores.get(sound)
+        is_music = (
+            music is not None
+            and music in embeddings
+            and not (sound_scores is not None and describe.sound_dominates(sound_scores, sound_labels, least=least))
+        )
+        space = music if is_music else sound
+        if space is not None and space in embeddings:
+            groups.setdefault(space, []).append(seg)
+    total = sum(max(e - s, 1e-3) for s, e, _, _ in segments) or 1.0
+    parts = []
+    for space, segs in groups.items():
+        lengths = np.array([max(e - s, 1e-3) for s, e, _, _ in segs])
+        v = (lengths[:, None] * np.stack([np.asarray(x[3][space], np.float64) for x in segs])).sum(axis=0)
+        have = [x[2][space] for x in segs if space in x[2]]
+        parts.append(
+            ExamplePart(
+                space,
+                (v / max(float(np.linalg.norm(v)), 1e-12)).astype(np.float32),
+                np.max(np.stack(have), axis=0) if have else None,
+                [(s, e) for s, e, _, _ in segs],
+                float(lengths.sum() / total),
+            )
+        )
+    parts.sort(key=lambda p: -p.share)
+    return [p for i, p in enumerate(parts) if i == 0 or p.share >= EXAMPLE_PART_MIN]
+
+
+def fuse_parts(hits: list[tuple[ExamplePart, list[Result]]], *, limit: int) -> list[Result]:
+    """One ranking from the hits of each part of a query clip: reciprocal-rank fusion weighted by each
+    part's share of the clip: score = share / (1 + rank), so the parts' hits interleave in proportion
+    (a 10 s song after a 5 s bark: two songs, then a bark), and a part of a twentieth of the clip (a
+    door slam in a song) shows its first hit after some twenty songs. The usual RRF constant (60)
+    would let the larger part take the first sixty places. An item both parts found sums both. Each
+    result says which part of the query it is like."""
+    fused: dict[int, float] = {}
+    first: dict[int, Result] = {}
+    for part, results in hits:
+        where = ", ".join(f"{describe.format_clock(a)}-{describe.format_clock(b)}" for a, b in _merged(part.spans))
+        kind = "music" if part.space.startswith("musicnn") else "sound"
+        for rank, r in enumerate(results):
+            fused[r.item_id] = fused.get(r.item_id, 0.0) + part.share / (1 + rank)
+            if r.item_id not in first:
+                r.why = [f"like the query's {kind} at {where}", *r.why]
+                first[r.item_id] = r
+    order = sorted(fused, key=lambda i: -fused[i])[:limit]
+    return [first[i] for i in order]
+
+
+def _merged(spans: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Adjacent (start, end) spans joined: [(0, 5), (5, 10), (20, 25)] -> [(0, 10), (20, 25)]."""
+    out: list[tuple[float, float]] = []
+    for a, b in sorted(spans):
+        if out and a <= out[-1][1] + 1e-6:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return out
 
 
 def label_strength(sims_by_space: dict[str, np.ndarray]) -> float:
