@@ -26,7 +26,7 @@ FAST_QUERIES = ["a fast song", "fast music", "快歌", "节奏快的音乐"]
 class Track:
     name: str
     bpm: int
-    style: str  # pad | guitar | piano | punk | dance
+    style: str  # pad | guitar | fingerpick | piano | punk | dance
 
 
 TRACKS = (
@@ -40,6 +40,10 @@ TRACKS = (
     Track("dance_150", 150, "dance"),
     Track("dance_174", 174, "dance"),
     Track("guitar_165", 165, "guitar"),
+    # a fingerpicked guitar: the thumb's bass on every beat, the fingers' eighths between (guitar_54 and
+    # guitar_60 are even eighths with no accent at all, the same audio as quarter notes at twice the tempo)
+    Track("fingerpick_56", 56, "fingerpick"),
+    Track("fingerpick_61", 61, "fingerpick"),
 )
 
 CHORDS = ((57, 60, 64), (53, 57, 60), (48, 52, 55), (55, 59, 62))  # Am F C G
@@ -66,7 +70,7 @@ def _midi(track: Track, *, bars: int):
         events.append((t, mido.Message("note_on", note=pitch, velocity=vel, channel=ch)))
         events.append((t + dur, mido.Message("note_off", note=pitch, velocity=0, channel=ch)))
 
-    program = {"pad": 89, "guitar": 24, "piano": 0, "punk": 30, "dance": 38}[track.style]
+    program = {"pad": 89, "guitar": 24, "fingerpick": 24, "piano": 0, "punk": 30, "dance": 38}[track.style]
     events.append((0, mido.Message("program_change", program=program, channel=0)))
     for bar in range(bars):
         t0, chord = bar * 4 * tpb, CHORDS[bar % len(CHORDS)]
@@ -76,6 +80,12 @@ def _midi(track: Track, *, bars: int):
         elif track.style == "guitar" and track.bpm < 100:  # arpeggiated eighths
             for k in range(8):
                 note(t0 + k * tpb // 2, tpb // 2, chord[k % 3] + (12 if k % 4 == 3 else 0), 80, 0)
+        elif track.style == "fingerpick":  # thumb on the beat (root, fifth), fingers on the eighths
+            for k in range(8):
+                if k % 2 == 0:
+                    note(t0 + k * tpb // 2, tpb, chord[0] - 12 + (7 if k % 4 == 2 else 0), 95, 0)
+                else:
+                    note(t0 + k * tpb // 2, tpb // 2, chord[1 + (k // 2) % 2] + 12 * (k == 7), 65, 0)
         elif track.style == "guitar":  # fast strumming, eighths
             for k in range(8):
                 for j, p in enumerate(chord):
