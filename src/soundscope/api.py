@@ -250,8 +250,15 @@ class Library:
         by_name = {a.name: a for a in (primary, searchable) if a is not None}
         if row is not None:  # indexed: reuse stored segments and vectors, no decoding
             # a stored segment's scores are maxima over 5 s of what may be a long track, whose passing
-            # noises reach 0.3: a sound event must reach 0.5 there
-            parts = self._example_parts(self._stored_segments(row.id, primary, searchable), primary, searchable, 0.5)
+            # noises reach 0.3: a sound event must reach 0.5 there. An item the music tagger never heard
+            # has one space only: its segments are not read.
+            heard = (
+                searchable
+                if searchable and self.store.catalog.item_vector(row.id, searchable.name) is not None
+                else None
+            )
+            segments = self._stored_segments(row.id, primary, heard) if heard else []
+            parts = self._example_parts(segments, primary, heard, 0.5)
             if len(parts) > 1:
                 return self._similar_parts(parts, by_name, limit=limit, filters=filters, exclude=exclude)
             space = by_name[parts[0].space] if parts else primary
