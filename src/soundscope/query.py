@@ -550,6 +550,12 @@ LABEL_EN_OVERRIDES: dict[str, list[str]] = {
     "Sad music": ["melancholy music"],
     "Tender music": ["gentle music"],
     "Scary music": ["horror music"],
+    # the short electronic sounds of computers and phones, which people name by their use
+    "Beep, bleep": ["alert beep"],
+    "Ding": ["notification ding"],
+    "Chime": ["notification chime"],
+    "Brief tone": ["short alert tone"],
+    "Ringtone": ["phone notification sound"],
     "Field recording": ["outdoor ambience"],
     "Inside, small room": ["small room"],
     "Inside, large room or hall": ["large hall"],
