@@ -111,6 +111,13 @@ def test_parts_hits_interleave_by_share():
     assert [r.item_id for r in fused] == [1, 2, 10, 4, 3, 11]
     assert fused[0].why[0] == "like the query's music at 00:05-00:15"
     assert fused[2].why[0] == "like the query's sound at 00:00-00:05"
+    assert [r.evidence["fused"] for r in fused] == sorted((r.evidence["fused"] for r in fused), reverse=True)
+    scattered = ExamplePart(
+        "yamnet", np.ones(2, np.float32), None, [(0, 5), (10, 15), (20, 25), (30, 35), (40, 45)], 0.5
+    )
+    assert fuse_parts([(scattered, hits([1]))], limit=1)[0].why[0] == (
+        "like the query's sound at 00:00-00:05, 00:10-00:15, 00:20-00:25 and 2 more"
+    )
     tiny = ExamplePart("yamnet", np.ones(2, np.float32), None, [(0.0, 1.0)], 0.05)
     big = ExamplePart("musicnn_msd", np.ones(2, np.float32), None, [(1.0, 20.0)], 0.95)
     fused = fuse_parts([(big, hits(list(range(100, 130)))), (tiny, hits([7]))], limit=10)

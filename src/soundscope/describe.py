@@ -7,6 +7,7 @@ full-text indexed and embedded with the text encoder, so it doubles as searchabl
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -59,14 +60,21 @@ def sound_dominates(scores: np.ndarray, labels: Sequence[str], *, least: float =
     (n_labels,): its most probable label outside the ontology's Music subtree and :data:`GENERIC` reaches
     ``least``. A dog barking over a radio is searched as a dog (measured with ESC-10 clips over music,
     ``soundscope eval --section mixed``); a song with nothing else in it as music."""
-    from .ontology import label_tree
-
     labels = tuple(labels)
     if "Music" not in labels:
         return True
+    other = _sound_columns(labels)
+    return bool(other.size) and float(np.max(np.asarray(scores)[other])) >= least
+
+
+@lru_cache(maxsize=4)
+def _sound_columns(labels: tuple[str, ...]) -> np.ndarray:
+    """(k,) columns of ``labels`` outside the Music subtree and :data:`GENERIC`: the sound events (once
+    per vocabulary; query by example asks this of every 5 s segment of a stored track)."""
+    from .ontology import label_tree
+
     musical = set(np.asarray(label_tree(labels).groups[labels.index("Music")]).tolist())
-    other = [i for i, name in enumerate(labels) if i not in musical and name not in GENERIC]
-    return bool(other) and float(np.max(np.asarray(scores)[other])) >= least
+    return np.array([i for i, name in enumerate(labels) if i not in musical and name not in GENERIC], np.int64)
 
 
 def short_label(name: str) -> str:

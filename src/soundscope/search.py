@@ -459,7 +459,9 @@ def fuse_parts(hits: list[tuple[ExamplePart, list[Result]]], *, limit: int) -> l
     fused: dict[int, float] = {}
     first: dict[int, Result] = {}
     for part, results in hits:
-        where = ", ".join(f"{describe.format_clock(a)}-{describe.format_clock(b)}" for a, b in _merged(part.spans))
+        spans = _merged(part.spans)
+        where = ", ".join(f"{describe.format_clock(a)}-{describe.format_clock(b)}" for a, b in spans[:3])
+        where += f" and {len(spans) - 3} more" if len(spans) > 3 else ""
         kind = "music" if part.space.startswith("musicnn") else "sound"
         for rank, r in enumerate(results):
             fused[r.item_id] = fused.get(r.item_id, 0.0) + part.share / (1 + rank)
@@ -467,6 +469,8 @@ def fuse_parts(hits: list[tuple[ExamplePart, list[Result]]], *, limit: int) -> l
                 r.why = [f"like the query's {kind} at {where}", *r.why]
                 first[r.item_id] = r
     order = sorted(fused, key=lambda i: -fused[i])[:limit]
+    for i in order:  # the score stays the part's similarity; the order is the fused one
+        first[i].evidence["fused"] = round(fused[i], 6)
     return [first[i] for i in order]
 
 
