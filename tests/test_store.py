@@ -497,3 +497,32 @@ def test_search_vectors_returns_the_exact_vectors_of_the_keys_it_ranks(tmp_path)
     plain = LiveIndex(base, keys[500:], x[500:], np.zeros(0, np.int64), 0)  # no vector source: None
     assert plain.search_vectors(q, 10)[2] is None
 
+
+
+def test_prevalence_discount_says_how_much_of_the_label_query_is_left(tmp_path):
+    """"fast music" in a library of songs: Music (most of the query's weight) is on every item, so little
+    of the label query is left to tell items apart; in a library where music is rare, nearly all of it."""
+    from soundscope.search import LabelMatch, Searcher
+
+    labels = ["Music", "Mellow", "Dog"]
+
+    def columns(music: float, n: int = 40):
+        store = Store(tmp_path / f"lib{music}")
+        store.catalog.register_model("y", "model/v1", {}, 8, labels)
+        rng = np.random.default_rng(1)
+        for i in range(n):
+            s = np.array([music if i % 2 == 0 or music > 0.5 else 0.0, rng.random() * 0.4, 0.01], np.float32)
+            seg = [SegmentData("y", s, _vec(i))]
+            store.catalog.put_item(_item(f"/r/{i}.wav"), [(0.0, 5.0, seg)], seg)
+        return store.columns()
+
+    match = LabelMatch("y", np.array([0, 1]), np.array([0.8, 0.2], np.float32), ["Music", "Mellow"])
+    match.groups = [np.array([0]), np.array([1])]
+    songs = columns(0.97)
+    terms, left = Searcher.label_terms(songs, [match])
+    mellow = float(songs.prevalence("y", [1])[0])
+    assert left == pytest.approx(0.8 * 0.03 + 0.2 * (1 - mellow), abs=1e-3) and left < 0.25
+    assert np.isclose(sum(float(t.weights.sum()) for t in terms), 1.0)  # the terms themselves are renormalised
+    assert terms[0].weights[1] > terms[0].weights[0]  # and lean on Mellow, the label that still varies
+    _, left_mixed = Searcher.label_terms(columns(0.0), [match])  # no music at all: Music costs nothing
+    assert left_mixed == pytest.approx(0.8 + 0.2 * (1 - mellow), abs=0.05) and left_mixed > 0.9

@@ -75,6 +75,13 @@ PREVALENCE_POWER = 1.0  # a matched label's weight is scaled by (1 - its mean sc
 # tag, and nothing else in it is measured or spoken), a result whose label evidence is below this is "weak":
 # the nearest there is, kept apart after the real matches. Calibrated on ESC-10 and the sfx set (README).
 WEAK_LABEL = 0.2
+# How much the label ranker counts also depends on how much of the query's label weight is left after the
+# prevalence discount: "fast music" in a library of songs matches Music (0.82 of its weight), which every item
+# has; the rest (Tender music, Mellow) is incidental and should not outvote the measured tempo. Below this
+# share left, the label ranker's fusion weight shrinks in proportion, to no less than INFORMATIVE_MIN of it.
+# Measured (README): the rendered tempo set 6 -> 7 of 8 queries; ESC-10, sfx, music, speech, long unchanged.
+INFORMATIVE_FULL = 0.5
+INFORMATIVE_MIN = 0.25
 EXAMPLE_PART_MIN = 0.2  # query by example: least share of a clip searched in a space of its own
 QBE_EXPAND = 3  # query by example: best first-pass neighbours added to the query (expanded_similarity)
 QBE_EXPAND_FROM, QBE_EXPAND_FULL = 0.6, 0.8  # a neighbour's first similarity: from no weight to full weight
@@ -607,23 +614,30 @@ class Searcher:
             lm.groups.append(trees[space].groups[i])
         return list(out.values())
 
-    def label_terms(self, m: Columns, matches: list[LabelMatch]) -> list[Term]:
+    @staticmethod
+    def label_terms(m: Columns, matches: list[LabelMatch]) -> tuple[list[Term], float]:
         """The label ranker's query: per space, the matched entries with their weights. With
         ``PREVALENCE_POWER`` > 0 an entry's weight is scaled by (1 - prevalence) ** power first (prevalence:
         its mean score over the library, kept per column part), so a label that fires on everything
         ("Outside, rural or natural") counts for less than one that singles items out; the weights are
-        then renormalised. An item's label score is the weighted sum of its entry scores."""
+        then renormalised. An item's label score is the weighted sum of its entry scores.
+
+        Returns the terms and the share of the query's label weight the discount left (1.0 without it):
+        how much the labels can tell apart in this library (see :data:`INFORMATIVE_FULL`)."""
         terms = [Term(lm.space, np.asarray(lm.indices, np.int64), np.asarray(lm.weights, np.float64)) for lm in matches]
+        left = 1.0
         if PREVALENCE_POWER > 0 and m.n:
+            before = sum(float(t.weights.sum()) for t in terms)
             for t in terms:
                 prevalence = m.prevalence(t.space, t.entries)
                 t.weights = t.weights * np.clip(1.0 - prevalence, 0.0, 1.0) ** PREVALENCE_POWER
             total = sum(float(t.weights.sum()) for t in terms)
+            left = total / before if before > 0 else 1.0
             for t in terms:
                 t.weights = t.weights / total if total > 0 else t.weights
         for t in terms:
             t.weights = t.weights.astype(np.float32)
-        return terms
+        return terms, left
 
     def _readable_texts(self, candidates: list[str | None]) -> list[str]:
         """The query's renderings the encoder can read (all of them when it can read none): a
@@ -679,7 +693,7 @@ class Searcher:
         dense: dict[str, np.ndarray] = {}  # rankers scored on every item (vectorised), for explanations
         label_sims = self.all_label_sims(texts)
         matches = [lm for lm in self.match_labels(label_sims) if m.has_space(lm.space)]
-        label_q = self.label_terms(m, matches)
+        label_q, informative = self.label_terms(m, matches)
         if self.exact:  # the reference ranking: every item scored
             label_score = m.weighted(label_q)
             lists["labels"] = top_k(label_score, mask & (label_score >= MIN_EVIDENCE["labels"]), k)
@@ -700,6 +714,7 @@ class Searcher:
         )
         weights = dict(RANKER_WEIGHTS)
         strength = 0.25 if pq.spoken else label_strength(label_sims)
+        strength *= float(np.clip(informative / INFORMATIVE_FULL, INFORMATIVE_MIN, 1.0))
         said = {pos: p.get("coordination", 0.0) for pos, p in spoken.items()}  # query words each transcript says
         word_mode = len(terms) >= 2 and max(said.values(), default=0.0) >= len(terms) - WORD_MODE_SLACK
         if word_mode and not pq.musical:  # "slow piano" said in a podcast: the music still comes first
