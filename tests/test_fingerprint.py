@@ -403,6 +403,9 @@ def test_sketch_places_find_an_excerpt_and_never_span_two_recordings():
     assert hits and max(h[0] for h in hits) < 0.5 and (1, 4 * fp.SKETCH_FRAMES) not in {(i, o) for _, i, o in hits}
     inside = [(0, stored[:, 1:5].T.copy())]
     assert max(fp.sketch_hits(query=inside, words=stored, items=owner, windows=number)) == (1.0, 1, fp.SKETCH_FRAMES)
+    # a deleted recording takes no place, even when it alone would fill the best places kept
+    alive = fp.sketch_hits(query=inside, words=stored, items=owner, windows=number, per_phase=1, dead=np.array([1]))
+    assert [i for _, i, _ in alive] == [2]
     short = fp.tonal_detail(y=np.zeros(SR // 2, np.float32))
     assert fp.query_sketch(detail=short) == []  # shorter than a window: nothing to look up
 

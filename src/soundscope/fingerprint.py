@@ -555,14 +555,15 @@ SKETCH_BLOCK = 1 << 15  # stored windows compared per pass (2 MB of bits: stays 
 
 def sketch_hits(
     *, query: list[tuple[int, np.ndarray]], words: np.ndarray, items: np.ndarray, windows: np.ndarray,
-    per_phase: int = SKETCH_HITS,
+    per_phase: int = SKETCH_HITS, dead: np.ndarray | None = None,
 ) -> list[tuple[float, int, int]]:  # fmt: skip
     """Best places of a :func:`query_sketch` among stored sketch windows: ``words`` (SKETCH_WORDS, n)
     uint64 columns ordered by (``items`` (n,), ``windows`` (n,) window number, from 0 with no gaps). A
     place is the query's k windows of one phase against k consecutive windows of one recording; its
     similarity is 1 - 2 x the mean share of differing bits (1: identical, ~0: unrelated). Returns
     ``(similarity, item id, offset frames)`` of the best ``per_phase`` places of each phase (offset:
-    where the query starts in the recording; it can be negative by up to a phase).
+    where the query starts in the recording; it can be negative by up to a phase), none of the items
+    ``dead`` (deleted, not yet purged: left out before the best are chosen, so they take no place).
 
     Hamming distances by popcount, the stored bits read once, in blocks of :data:`SKETCH_BLOCK` windows
     compared with all the query's rows (a scan, linear in the windows stored: see
@@ -587,6 +588,8 @@ def sketch_hits(
                     d += o
                 total[lo:hi] += d[lo + j - a : hi + j - a]
     remaining = _windows_left(items, windows)
+    if dead is not None and dead.size:
+        remaining = np.where(np.isin(items, dead), 0, remaining)
     out: list[tuple[float, int, int]] = []
     for (p, rows), total in zip(query, totals, strict=True):
         k, m = rows.shape[0], total.shape[0]

@@ -221,10 +221,12 @@ class FingerprintIndex:
         (:func:`~soundscope.fingerprint.query_sketch`), best first (:func:`~soundscope.fingerprint.sketch_places`);
         dead items left out. A scan of every part's sketch columns (an item's windows are in one part)."""
         hits: list[tuple[float, int, int]] = []
+        dead = self.dead()
         for part in self.parts:
-            hits += sketch_hits(query=query, words=part.sketch, items=part.sketch_items, windows=part.sketch_windows)
-        dead = set(self.dead().tolist())
-        return sketch_places([h for h in hits if h[1] not in dead])
+            hits += sketch_hits(
+                query=query, words=part.sketch, items=part.sketch_items, windows=part.sketch_windows, dead=dead
+            )
+        return sketch_places(hits)
 
     def hashes_of(self, item_id: int) -> tuple[np.ndarray, np.ndarray]:
         """(hashes, anchor frames) stored for one item (a scan of each part holding it; for duplicates)."""
