@@ -252,17 +252,14 @@ class Library:
             # a stored segment's scores are maxima over 5 s of what may be a long track, whose passing
             # noises reach 0.3: a sound event must reach 0.5 there. An item the music tagger never heard
             # has one space only: its segments are not read.
-            heard = (
-                searchable
-                if searchable and self.store.catalog.item_vector(row.id, searchable.name) is not None
-                else None
-            )
+            music_vec = self.store.catalog.item_vector(row.id, searchable.name) if searchable else None
+            heard = searchable if music_vec is not None else None
             segments = self._stored_segments(row.id, primary, heard) if heard else []
             parts = self._example_parts(segments, primary, heard, 0.5)
             if len(parts) > 1:
                 return self._similar_parts(parts, by_name, limit=limit, filters=filters, exclude=exclude)
             space = by_name[parts[0].space] if parts else primary
-            vec = self.store.catalog.item_vector(row.id, space.name)
+            vec = music_vec if space is heard else self.store.catalog.item_vector(row.id, space.name)
             if vec is not None:
                 scores = self.store.catalog.item_scores(row.id, space.name)
                 return self.searcher.similar(
