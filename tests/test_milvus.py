@@ -276,6 +276,54 @@ def test_two_servers_started_at_once_both_run(tmp_path):
             srv.stop()
 
 
+def test_a_port_taken_before_the_server_binds_it_is_retried_with_fresh_ports(tmp_path, monkeypatch):
+    """A server that lost its metrics port used to run on without it and never report healthy (120 s, then
+    an error: the CI failure of stop 25). Here the first draw hands it a port another socket holds."""
+    from soundscope.store import milvus as mod
+
+    _need_wheel()
+    taken = socket.socket()
+    taken.bind(("", 0))
+    taken.listen()
+    draws: list[list[int]] = []
+
+    def draw(n: int) -> list[int]:
+        ports = real(n)
+        if not draws:
+            ports[-1] = taken.getsockname()[1]  # the metrics port: the one Milvus only logs a failure for
+        draws.append(ports)
+        return ports
+
+    real = mod._free_ports
+    monkeypatch.setattr(mod, "_free_ports", draw)
+    t0 = time.monotonic()
+    srv = _start(tmp_path / "m", startup_timeout=60)
+    try:
+        assert len(draws) == 2 and srv.metrics_port == draws[1][-1] != taken.getsockname()[1]
+        assert time.monotonic() - t0 < 50, "the clash was found by waiting out the timeout, not from the log"
+        assert "bind: address already in use" in (tmp_path / "m" / "logs" / "milvus.log").read_text()
+        idx = MilvusIndex(srv.uri, "t_retry", 4, timeout=30)
+        idx.add(np.arange(2), np.eye(2, 4, dtype=np.float32))
+        assert list(idx.search(np.eye(2, 4, dtype=np.float32)[0], 1)[0]) == [0]
+    finally:
+        srv.stop()
+        taken.close()
+
+
+def test_free_ports_are_distinct_outside_the_ephemeral_range_and_never_handed_out_twice():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from soundscope.store.milvus import _ephemeral_range, _free_ports
+
+    with ThreadPoolExecutor(4) as pool:
+        draws = list(pool.map(_free_ports, [12] * 8))
+    ports = [p for d in draws for p in d]
+    assert len(ports) == len(set(ports)) == 96
+    lo, _ = _ephemeral_range()
+    assert all(p < lo for p in ports) if lo > 11_000 else True
+    assert not set(_free_ports(12)) & set(ports)
+
+
 def test_stop_kills_the_server_and_calls_then_fail(tmp_path):
     srv = _start(tmp_path / "m")
     idx = MilvusIndex(srv.uri, "t_stop", 4, timeout=3)

@@ -29,11 +29,13 @@ import contextlib
 import json
 import logging
 import os
+import random
 import re
 import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -44,6 +46,8 @@ from typing import Any
 import numpy as np
 
 from .catalog import IncompatibleIndexError
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_PREFIX = "soundscope"
 DEFAULT_TIMEOUT = 10.0  # seconds for connecting and for each call (pymilvus retries within it)
@@ -567,11 +571,57 @@ def _binaries() -> Path:
 LOCAL_COMPONENTS = ("rootCoord", "proxy", "queryCoord", "queryNode", "indexNode", "dataCoord", "dataNode")
 
 
-def _os_port() -> int:
-    """A loopback TCP port that was free a moment ago, chosen by the OS (not a fixed default)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+PORT_LOW = 10_000  # listening ports are drawn from here up to the start of the OS's ephemeral range
+_PORT_LOCK = threading.Lock()
+_HANDED: set[int] = set()  # ports this process gave a server: two threads never get the same one
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    """The OS's range for outgoing connections' local ports (Linux; the IANA range elsewhere)."""
+    try:
+        lo, hi = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(lo), int(hi)
+    except (OSError, ValueError):
+        return 49_152, 65_535
+
+
+def _free_ports(n: int) -> list[int]:
+    """``n`` distinct TCP ports, free on every interface a moment ago, none handed out before by this process.
+
+    They are drawn at random below the OS's ephemeral range: a port the OS hands out (bind to 0) may
+    be taken by any process's next outgoing connection before the server binds it, and a running Milvus
+    opens many (a second server started beside it lost its metrics port that way and never reported
+    healthy). All ``n`` sockets are held until the draw ends, so the ports differ from each other."""
+    lo, _ = _ephemeral_range()
+    low, high = (PORT_LOW, lo - 1) if lo - PORT_LOW >= 1_000 else (lo, 65_535)
+    rng = random.SystemRandom()
+    held: list[socket.socket] = []
+    with _PORT_LOCK:
+        try:
+            for _ in range(50 * n):
+                if len(held) == n:
+                    break
+                port = rng.randint(low, high)
+                if port in _HANDED:
+                    continue
+                sock = socket.socket()
+                try:
+                    sock.bind(("", port))
+                except OSError:
+                    sock.close()
+                    continue
+                _HANDED.add(port)
+                held.append(sock)
+            if len(held) < n:
+                raise OSError(f"found only {len(held)} of {n} free TCP ports in {low}-{high}")
+            return [int(sock.getsockname()[1]) for sock in held]
+        finally:
+            for sock in held:
+                sock.close()
+
+
+class PortTakenError(OSError):
+    """A port chosen for the local server was taken by another process before the server bound it."""
 
 
 class LocalMilvus:
@@ -594,16 +644,20 @@ class LocalMilvus:
         *,
         port: int | None = None,
         startup_timeout: float = 120.0,
+        attempts: int = 3,
         extra_config: dict[str, Any] | None = None,
         die_with_parent: bool = True,
     ) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.die_with_parent = die_with_parent
         self.port = port
+        self.fixed_port = port  # the proxy port the caller asked for (None: drawn at each start)
         self.startup_timeout = startup_timeout
+        self.attempts = max(1, attempts)
         self.extra_config = dict(extra_config or {})
         self.proc: subprocess.Popen[bytes] | None = None
         self.metrics_port = 0
+        self._log_start = 0  # where this start's lines begin in logs/milvus.log
 
     @property
     def uri(self) -> str:
@@ -614,30 +668,62 @@ class LocalMilvus:
         return self.proc.pid if self.proc else None
 
     def start(self) -> LocalMilvus:
+        """Start the server and wait until it reports healthy. A start whose port another process took
+        in the meantime is retried with fresh ports, up to ``attempts`` times (ports the caller fixed stay)."""
         import atexit
-
-        from milvus import MilvusServerConfig
 
         if self.proc is not None:
             return self
         bin_dir = _binaries()
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        cfg = MilvusServerConfig(data_dir=str(self.data_dir), **({"proxy_port": self.port} if self.port else {}))
+        state = self.data_dir / "data"  # etcd's and the message queue's files
+        fresh = not state.exists() or not any(state.iterdir())
+        atexit.register(self.stop)
+        for attempt in range(1, self.attempts + 1):
+            try:
+                self._start_once(bin_dir)
+                return self
+            except PortTakenError as e:
+                self.stop()
+                if attempt == self.attempts:
+                    raise
+                logger.info("Milvus start %d of %d: %s; retrying with fresh ports", attempt, self.attempts, e)
+                if fresh:  # the killed start's sessions would hold the next one up for their ~60 s lease
+                    shutil.rmtree(state, ignore_errors=True)
+            except BaseException:
+                self.stop()
+                raise
+        return self  # pragma: no cover - the loop returns or raises
+
+    def _configure(self) -> None:
+        """Write ``<data_dir>/configs`` with fresh ports for every listener (the proxy's stays when fixed)."""
+        from milvus import MilvusServerConfig
+
+        fixed = self.fixed_port
+        cfg = MilvusServerConfig(data_dir=str(self.data_dir), **({"proxy_port": fixed} if fixed else {}))
         # The wheel looks for free ports upwards from fixed defaults (2379 for etcd, 19530, ...), so two
         # servers started at once picked the same ones and the second died ("bind: address already in
-        # use"). Each search starts at a port the OS just handed out instead.
-        for key in cfg.configurable_items:
-            if key.endswith("_port") and not (key == "proxy_port" and self.port):
-                cfg.set(key, _os_port())
+        # use"). Every listener gets a port drawn by _free_ports instead.
+        keys = [key for key in cfg.configurable_items if key.endswith("_port") and not (key == "proxy_port" and fixed)]
+        ports = _free_ports(len(keys) + 2)
+        for key, port in zip(keys, ports, strict=False):
+            cfg.set(key, port)
         # components talk to each other over loopback (the default is the first non-loopback address)
         loopback = {f"{c}.ip": "127.0.0.1" for c in LOCAL_COMPONENTS}
         for key, value in {**loopback, **self.extra_config}.items():
             cfg.set(key, value)
-        cfg.resolve()  # picks free ports, writes <data_dir>/configs/milvus.yaml
+        try:
+            cfg.resolve()  # checks the ports are free, writes <data_dir>/configs/milvus.yaml
+        except RuntimeError as e:  # "set etcd_port=..., but bind failed": taken since the draw
+            if "bind failed" in str(e) and not (fixed and f"={fixed}," in str(e)):
+                raise PortTakenError(str(e)) from e
+            raise
         self.port = int(cfg.get("proxy_port"))
-        self.metrics_port, sock = cfg.resolve_port(_os_port())
-        sock.close()
-        self._embedded_etcd(int(cfg.get("etcd_port")))
+        self.metrics_port = ports[-1]
+        self._embedded_etcd(int(cfg.get("etcd_port")), ports[-2])
+
+    def _start_once(self, bin_dir: Path) -> None:
+        self._configure()
         env = dict(
             os.environ,
             DEPLOY_MODE="STANDALONE",
@@ -646,7 +732,9 @@ class LocalMilvus:
             MILVUSCONF=str(self.data_dir / "configs"),
             LD_LIBRARY_PATH=":".join(p for p in (str(bin_dir), os.environ.get("LD_LIBRARY_PATH", "")) if p),
         )
-        log = open(self.data_dir / "logs" / "milvus.log", "ab")  # noqa: SIM115 - the child holds it
+        log_path = self.data_dir / "logs" / "milvus.log"
+        log = open(log_path, "ab")  # noqa: SIM115 - the child holds it
+        self._log_start = log.tell()
         try:
             self.proc = subprocess.Popen(
                 [str(bin_dir / "milvus"), "run", "standalone"],
@@ -660,18 +748,11 @@ class LocalMilvus:
             )
         finally:
             log.close()
-        atexit.register(self.stop)
-        try:
-            self._wait_healthy()
-        except BaseException:
-            self.stop()
-            raise
-        return self
+        self._wait_healthy()
 
-    def _embedded_etcd(self, client_port: int) -> None:
+    def _embedded_etcd(self, client_port: int, peer: int) -> None:
         """Give the embedded etcd the client port the config names and a free peer port: the wheel's
         template leaves etcd on its defaults (2379, 2380), so a second server would fail to start."""
-        peer = _os_port()
         etcd_yaml = self.data_dir / "configs" / "etcd.yaml"
         client, peer_url = f"http://127.0.0.1:{client_port}", f"http://127.0.0.1:{peer}"
         etcd_yaml.write_text(
@@ -687,11 +768,15 @@ class LocalMilvus:
             conf.write_text(text)
 
     def _wait_healthy(self) -> None:
+        """Poll ``/healthz`` on the metrics port until it says OK. The server logs a listener it could not
+        bind and goes on without it (a lost metrics port leaves it running but never healthy): such a
+        line in this start's log raises :class:`PortTakenError` at once."""
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never via a proxy
         url = f"http://127.0.0.1:{self.metrics_port}/healthz"
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
             if self.proc is None or self.proc.poll() is not None:
+                self._raise_if_port_taken()
                 raise RuntimeError(f"the Milvus server exited during startup; see its log:\n{self.log_tail()}")
             try:
                 with opener.open(url, timeout=2) as resp:
@@ -699,8 +784,20 @@ class LocalMilvus:
                         return
             except OSError:
                 pass
+            self._raise_if_port_taken()
             time.sleep(0.2)
         raise TimeoutError(f"the Milvus server did not start in {self.startup_timeout:g} s:\n{self.log_tail()}")
+
+    def _raise_if_port_taken(self) -> None:
+        try:
+            with open(self.data_dir / "logs" / "milvus.log", "rb") as f:
+                f.seek(self._log_start)
+                text = f.read().decode(errors="replace")
+        except OSError:
+            return
+        found = re.search(r"listen tcp [^ \"]*:(\d+): bind: address already in use", text)
+        if found:
+            raise PortTakenError(f"port {found.group(1)} was taken before the server bound it")
 
     def log_tail(self, n: int = 30) -> str:
         try:
