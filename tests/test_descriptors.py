@@ -109,6 +109,25 @@ def test_tempo_candidates_list_the_octave_alternative():
     assert any(_octave_match(b, 170) == "exact" for b, _ in cands)
 
 
+def test_tempo_octave_follows_the_taggers_pace_only_where_the_tempogram_has_that_octave():
+    cands = [(112.0, 1.0), (56.2, 0.59), (224.0, 0.2)]
+    assert D.tempo_octave(112.0, cands, pace=0.4) == 56.2  # heard slow: half, where the peak is
+    assert D.tempo_octave(112.0, cands, pace=0.2) == 112.0  # not sure enough
+    assert D.tempo_octave(112.0, cands, pace=-0.4) == 112.0  # heard fast, and already over 90
+    assert D.tempo_octave(112.0, [(112.0, 1.0), (56.0, 0.1)], pace=0.4) == 112.0  # no support for 56
+    assert D.tempo_octave(80.0, [(80.0, 1.0), (161.0, 0.5)], pace=-0.35) == 161.0  # heard fast: double
+    assert D.tempo_octave(80.0, [(80.0, 1.0), (161.0, 0.5)], pace=0.35) == 80.0  # slow and under 100
+
+
+def test_descriptors_take_the_octave_a_slow_pace_asks_for_on_even_eighths():
+    """Clicks at 112 a minute are eighths at 56 or quarters at 112: the pace decides, and only then."""
+    y = clips.click_track(112, sr=SR, seconds=20.0)
+    acc = D.MusicDescriptorAccumulator(SR).push(y)
+    assert acc.result()["tempo_bpm"] == pytest.approx(112, rel=0.02)
+    assert acc.result(pace=0.0)["tempo_bpm"] == pytest.approx(112, rel=0.02)
+    assert acc.result(pace=0.4)["tempo_bpm"] == pytest.approx(56, rel=0.02)
+
+
 def test_tempo_ignores_steady_and_silent_sections():
     drums = clips.drum_loop(128, sr=SR, seconds=30.0, seed=1)
     y = np.concatenate([drums, tone(440, 30.0, amp=0.2), np.zeros(20 * SR, np.float32)])

@@ -213,8 +213,18 @@ def _analyze(
 
         music_acc = MusicDescriptorAccumulator(sample_rate)
         pool_into(analysis, _run_pass(blocks(), music_analyzers, [music_acc], sample_rate), music_analyzers)
-        analysis.music = music_acc.result()
+        analysis.music = music_acc.result(pace=perceived_pace(analysis, music_analyzers))
     return analysis
+
+
+def perceived_pace(analysis: Analysis, analyzers: list[Analyzer]) -> float | None:
+    """``P(slow) - P(fast)`` from the first analyzer with both tags (musicnn MTT), track-level; None without one."""
+    for a in analyzers:
+        labels = list(getattr(a, "labels", []))
+        scores = analysis.item_scores.get(a.name)
+        if scores is not None and len(scores) and "slow" in labels and "fast" in labels:
+            return float(scores[labels.index("slow")] - scores[labels.index("fast")])
+    return None
 
 
 def analyze_file(
