@@ -303,9 +303,9 @@ def main(args: argparse.Namespace) -> int:
     if args.section == "mixed":  # not part of "all": it analyses 40 mixed clips at two levels
         from . import eval_mixed
 
-        result["mixed"] = eval_mixed.run(esc10, esc10.parent, base / "eval-esc10")
+        result["mixed"] = eval_mixed.run(esc10, esc10.parent, base / "eval-mixed")
         tables.append(eval_mixed.format_table(result["mixed"]))
-        result["mixed"]["sequence"] = eval_mixed.run_sequence(esc10, esc10.parent, base / "eval-mixed-sequence")
+        result["mixed"]["sequence"] = eval_mixed.run_sequence(esc10, esc10.parent, base / "eval-mixed")
         tables.append(eval_mixed.format_sequence(result["mixed"]["sequence"]))
     if args.section == "tempo":  # not part of "all": it renders MIDI through FluidSynth (apt packages)
         from . import eval_tempo
