@@ -249,3 +249,10 @@ def test_duration_words_are_preferences_and_numbers_are_limits():
 def test_musical_reading():
     assert parse("slow piano").musical and parse("jazz").musical and parse("female vocals").musical
     assert not parse("now muted").musical and not parse("dog barking").musical
+
+
+def test_a_tempo_of_an_instrument_or_genre_asks_for_music():
+    """"slow piano" is a song, not a piano sound; a tempo word alone or with a sound says nothing of kind."""
+    assert parse("slow piano").kind == "music" and parse("快节奏的钢琴").kind == "music"
+    assert parse("slow jazz").kind == "music"
+    assert parse("slow").kind is None and parse("fast car").kind is None and parse("piano").kind is None

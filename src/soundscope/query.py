@@ -1703,6 +1703,8 @@ def parse(text: str) -> ParsedQuery:
     if q.vocals == "none":
         r.exclude.append(_VOCALS_TERM)
     q.kind = r.kind
+    if q.kind is None and r.tempo_word in ("slow", "fast") and r.music_context:
+        q.kind = "music"  # "slow piano", "快节奏的吉他": a tempo of an instrument or genre is music's
     q.loudness = r.loud
     q.tempo_word = r.tempo_word
     if q.tempo is None:
