@@ -89,6 +89,35 @@ def test_events_crud_and_cascade(groups):
     assert cat.schema_version == SCHEMA_VERSION >= 4  # events came with schema 4
 
 
+def test_feedback_survives_an_edited_file(small_corpus, tmp_path):
+    """A file whose bytes change (tags edited, re-encoded) is analysed again under a new id; the likes and
+    plays it had move with it (they used to be deleted with the old row)."""
+    import soundfile
+
+    from soundscope.api import Library
+
+    dog = small_corpus / "sounds/dog/1-30344-A.ogg"
+    with Library(tmp_path / "idx", asr_model="none") as lib:
+        lib.index([str(small_corpus)])
+        old = lib.item_id(str(dog))
+        lib.feedback("like", str(dog), user="ana")
+        lib.feedback("play", str(dog), user="bob", seconds=4.0)
+        lib.feedback("like", str(small_corpus / "sounds/rain/1-17367-A.ogg"), user="ana")
+    y, sr = soundfile.read(str(dog))
+    time.sleep(0.01)
+    soundfile.write(str(dog), y, sr, format="OGG", subtype="VORBIS")  # same sound, new bytes
+    with Library(tmp_path / "idx", asr_model="none") as lib:
+        report = lib.index([str(small_corpus)])
+        new = lib.item_id(str(dog))
+        assert report.indexed == 1 and new != old
+        moved = sorted((e["user"], e["kind"], e["value"]) for e in lib.store.catalog.events() if e["item_id"] == new)
+        assert moved == [("ana", "like", 0.0), ("bob", "play", 4.0)]
+        assert len(lib.store.catalog.events()) == 3 and not any(e["item_id"] == old for e in lib.store.catalog.events())
+        profile = lib.profile("ana")
+        assert profile["events"]["like"] == 2
+        assert any(new in taste["example_ids"] for taste in profile["tastes"])  # the dog is still a taste
+
+
 def test_event_weights_and_recency():
     assert event_weight("like", 0, 10) == 1.0 and event_weight("dislike", 0, 10) == -1.0
     assert event_weight("skip", 0, 10) < 0

@@ -471,16 +471,25 @@ class Catalog:
         """Insert or replace one analysed file with its segments, in one transaction.
 
         ``item`` holds the ``items`` columns (no id). Returns (item id, segment ids).
-        Replacing an item removes its old segments and data first.
+        Replacing an item removes its old segments and data first; what listeners did with it (its
+        ``events``: likes, plays, skips) moves to the new id, so editing a file's tags loses no feedback.
         """
         with self.transaction():
             old = self.conn.execute("SELECT id FROM items WHERE path=?", (item["path"],)).fetchone()
+            kept: list[tuple[Any, ...]] = []
             if old:
+                kept = self.conn.execute(
+                    "SELECT user, kind, value, at, query FROM events WHERE item_id=? ORDER BY id", (old[0],)
+                ).fetchall()
                 self._delete_item(old[0])
             cols = list(item)
             values = [json.dumps(v, ensure_ascii=False) if isinstance(v, dict) else v for v in item.values()]
             cur = self.conn.execute(f"INSERT INTO items({','.join(cols)}) VALUES({','.join('?' * len(cols))})", values)
             item_id = int(cur.lastrowid)
+            self.conn.executemany(
+                "INSERT INTO events(user, item_id, kind, value, at, query) VALUES(?,?,?,?,?,?)",
+                [(u, item_id, k, v, at, q) for u, k, v, at, q in kept],
+            )
             seg_ids = []
             spaces: set[str] = set()
             whole = {d.space: (self._enc(d.scores), self._enc(d.embedding)) for d in item_data}
