@@ -67,6 +67,29 @@ def test_removal_is_scoped_to_the_indexed_roots(lib, small_corpus, tmp_path):
     assert lib.store.catalog.count() == 7  # indexing `other` did not drop the first root's items
 
 
+def test_a_folder_emptied_like_an_unmounted_drive_keeps_its_items_until_pruned(lib, small_corpus, tmp_path):
+    """An unmounted drive leaves an empty mount point: its items (analysis and listeners' feedback) stay,
+    the run says so, and ``prune`` removes them. A folder that still holds audio drops its missing files."""
+    drive = tmp_path / "drive"
+    shutil.copytree(small_corpus / "sounds", drive)
+    assert lib.index([drive]).indexed == 4
+    lib.feedback("like", str(drive / "dog" / "1-30344-A.ogg"), user="ana")
+    away = tmp_path / "away"
+    shutil.move(drive, away)
+    drive.mkdir()  # the mount point without its drive
+    r = lib.index([drive])
+    assert (r.indexed, r.removed, r.kept) == (0, 0, {str(drive): 4})
+    assert lib.store.catalog.count() == 4 and len(lib.store.catalog.events()) == 1
+    assert r.to_dict()["kept"] == {str(drive): 4}
+    shutil.copy(away / "rain" / "1-17367-A.ogg", drive / "rain.ogg")  # audio again: missing files are dropped
+    r = lib.index([drive])  # (that rain is one of the four, moved: it keeps its item)
+    assert (r.indexed, r.removed, r.kept, lib.store.catalog.count()) == (0, 3, {}, 1)
+    assert lib.index([drive], prune=True).removed == 0
+    (drive / "rain.ogg").unlink()
+    r = lib.index([drive], prune=True)
+    assert (r.removed, r.kept, lib.store.catalog.count()) == (1, {}, 0)
+
+
 def test_killed_run_resumes_without_duplicates(tmp_path):
     esc = shared("esc10", "audio")
     corpus = tmp_path / "esc"

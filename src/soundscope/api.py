@@ -105,17 +105,19 @@ class Library:
         jobs: int = 1,
         wait: float = 0.0,
         ray: str | bool | None = None,
+        prune: bool = False,
     ) -> IndexReport:
         """Index (or update) every audio file under ``paths`` with ``jobs`` worker processes;
         see :class:`soundscope.ingest.Indexer`. ``wait``: seconds to wait while another run indexes
         this data directory (0: refuse at once with :class:`~soundscope.store.lock.IndexLockedError`).
         ``ray``: True or "local" (a Ray instance on this machine for the run) or a Ray cluster address analyses
-        the files on ``jobs`` Ray actors (0: one per CPU); see :mod:`soundscope.distributed`."""
+        the files on ``jobs`` Ray actors (0: one per CPU); see :mod:`soundscope.distributed`. A folder with no
+        audio left in it keeps its items unless ``prune`` (``report.kept``: an unmounted drive)."""
         with IndexLock(self.data_dir, wait=wait):  # held from model registration to the end of the run
             indexer = Indexer(
                 self.store, self.analyzers, self.encoder, music_analyzers=self.music_analyzers, asr_model=self.asr_model
             )
-            return indexer.run(list(paths), rehash=rehash, progress=progress, jobs=jobs, ray=ray)
+            return indexer.run(list(paths), rehash=rehash, progress=progress, jobs=jobs, ray=ray, prune=prune)
 
     def search(
         self, query: str, *, limit: int = 10, filters: Filters | None = None, user: str | None = None

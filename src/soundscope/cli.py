@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sqlite3
 import sys
 import time
@@ -95,7 +96,9 @@ def cmd_index(lib, args) -> int:
 
     jobs = args.jobs if args.ray else _jobs(args.jobs)  # with Ray, 0 is one actor per CPU of the cluster
     try:
-        report = lib.index(args.paths, rehash=args.rehash, progress=progress, jobs=jobs, wait=args.wait, ray=args.ray)
+        report = lib.index(
+            args.paths, rehash=args.rehash, progress=progress, jobs=jobs, wait=args.wait, ray=args.ray, prune=args.prune
+        )
     except RayUnavailableError as exc:
         return _error(args, str(exc))
     if args.json:
@@ -108,6 +111,9 @@ def cmd_index(lib, args) -> int:
         )
         for f in report.failures:
             print(f"  FAILED {f.path}: {f.reason}")
+        for root, n in report.kept.items():
+            print(f"  KEPT {n} items under {root}: it holds no audio files now (an unmounted drive?); "
+                  f"`soundscope index --prune {shlex.quote(root)}` removes them")  # fmt: skip
     if args.captions:
         from .cli_llm import run_captions
 
@@ -333,6 +339,11 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("index", parents=[common], help="index folders or files (recursive, incremental)")
     s.add_argument("paths", nargs="+")
     s.add_argument("--rehash", action="store_true", help="hash every file even if size and mtime are unchanged")
+    s.add_argument(
+        "--prune",
+        action="store_true",
+        help="also remove the items of a folder that holds no audio files now (kept by default: an unmounted drive)",
+    )
     s.add_argument("--jobs", "-j", type=int, default=0, help="analysis worker processes (default 0: one per core)")
     s.add_argument("--quiet", "-q", action="store_true", help="no progress line")
     s.add_argument(

@@ -270,8 +270,13 @@ class Indexer:
         jobs: int = 1,
         wait: float = 0.0,
         ray: str | bool | None = None,
+        prune: bool = False,
     ) -> IndexReport:
         """Index every audio file under ``paths``; drop catalog items under them whose file is gone.
+
+        A folder that holds no audio file at all any more keeps its items (``report.kept``): an unmounted
+        drive leaves its mount point empty, and dropping them would throw away their analysis and what
+        listeners did with them. ``prune`` drops them too.
 
         ``jobs`` > 1 analyses files in that many worker processes (one thread each); hashing,
         change detection and every catalog write stay in this process, one transaction per file.
@@ -281,7 +286,7 @@ class Indexer:
         another run to finish (0: refuse at once); :class:`~soundscope.store.lock.IndexLockedError` if it does not.
         """
         with IndexLock(self.store.data_dir, wait=wait), _storage_errors(self.store.data_dir):
-            return self._run(paths, rehash=rehash, progress=progress, jobs=jobs, ray=ray)
+            return self._run(paths, rehash=rehash, progress=progress, jobs=jobs, ray=ray, prune=prune)
 
     def _run(
         self,
@@ -291,6 +296,7 @@ class Indexer:
         progress: Callable[[Progress], None] | None,
         jobs: int,
         ray: str | bool | None = None,
+        prune: bool = False,
     ) -> IndexReport:
         t0 = time.perf_counter()
         report = IndexReport()
@@ -321,7 +327,8 @@ class Indexer:
                 tick(path, job_or_status)
         for job, result in self._analyses(todo, jobs, ray):
             tick(job.path, self._finish(job, result, report))
-        report.removed = self._drop_missing([printable(r) for r in roots], {path for _, path in files} - failed_now)
+        walked = {path for _, path in files}
+        report.removed = self._drop_missing(self._prunable(roots, walked, prune, report), walked - failed_now)
         self._backfill_fingerprints({path for _, path in files} - failed_now)
         for root in roots:
             self.store.catalog.clear_failures_under(printable(root), {printable(p) for p in failed_now})
@@ -473,6 +480,20 @@ class Indexer:
                 self.fingerprints.add(row.id, fingerprint_file(row.path, block_s=analyze.BLOCK_S))
             except (decode.DecodeError, OSError) as exc:
                 log.warning("cannot fingerprint %s: %s", row.path, exc)
+
+    def _prunable(self, roots: list[str], walked: set[str], prune: bool, report: IndexReport) -> list[str]:
+        """The roots whose missing items may be dropped: all with ``prune``; else those that still hold an
+        audio file, or held no item (an empty folder with items is recorded in ``report.kept``)."""
+        out = []
+        for root in (printable(r) for r in roots):
+            prefix = root.rstrip("/") + "/"
+            if prune or not os.path.isdir(root) or any(p == root or p.startswith(prefix) for p in walked):
+                out.append(root)
+                continue
+            held = len(self.store.catalog.paths_under(root))
+            if held:
+                report.kept[root] = held
+        return out
 
     def _drop_missing(self, roots: list[str], seen: set[str]) -> int:
         cat = self.store.catalog

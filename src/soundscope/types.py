@@ -104,6 +104,9 @@ class IndexReport:
     audio_seconds: float = 0.0
     elapsed_s: float = 0.0
     failures: list[Failure] = field(default_factory=list)
+    # folder -> items kept although their files are gone, because the folder holds no audio at all now
+    # (an unmounted drive's empty mount point); ``prune`` removes them
+    kept: dict[str, int] = field(default_factory=dict)
 
     @property
     def speed_x_realtime(self) -> float:
@@ -119,6 +122,7 @@ class IndexReport:
             "elapsed_s": round(self.elapsed_s, 3),
             "speed_x_realtime": round(self.speed_x_realtime, 2),
             "failures": [f.to_dict() for f in self.failures],
+            "kept": dict(self.kept),
         }
 
 
