@@ -1,6 +1,7 @@
 """Search over the real demo corpus: text (English and Chinese), query by example, filters, explanations."""
 
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -105,6 +106,24 @@ def test_query_by_example_with_a_sound_then_music(demo_lib, tmp_path):
     assert "/dog/" in demo_lib.similar(write_audio(tmp_path / "bark.wav", bark, 16000), limit=1)[0].path
     alone = demo_lib.similar(write_audio(tmp_path / "song.wav", song, 16000), limit=3)
     assert all(h.path.startswith(str(DEMO / "music")) and "like the query" not in h.why[0] for h in alone)
+
+
+def test_a_song_with_no_other_music_in_the_library_finds_the_nearest_sounds(small_corpus, tmp_path):
+    """One song among sounds: the music tagger's space holds nothing else, so ``similar`` used to return
+    nothing for it; it returns the nearest items in the sound tagger's space, as for any sound."""
+    from soundscope.api import Library
+
+    song = small_corpus / "music" / "sorohanro_-_solo-trumpet-06.ogg"
+    with Library(tmp_path / "idx", asr_model="none") as lib:
+        lib.index([str(small_corpus)])
+        by_id = lib.similar(lib.item_id(str(song)), limit=3)
+        assert len(by_id) == 3 and all(h.path != str(song) and "yamnet" in h.why[0] for h in by_id)
+        other = DEMO / "music" / "Kevin_MacLeod_-_Vibe_Ace.ogg"  # an unindexed song: only the trumpet is music
+        assert lib.similar(str(other), limit=3)[0].path == str(song)
+        shutil.move(song, tmp_path / "song.ogg")
+        lib.index([str(small_corpus)])  # the library has no music now
+        by_file = lib.similar(str(other), limit=3)
+        assert len(by_file) == 3 and all("yamnet" in h.why[0] for h in by_file)
 
 
 def test_empty_query_and_show(demo_lib):

@@ -264,8 +264,18 @@ class Library:
             vec = music_vec if space is heard else self.store.catalog.item_vector(row.id, space.name)
             if vec is not None:
                 scores = self.store.catalog.item_scores(row.id, space.name)
-                return self.searcher.similar(
+                hits = self.searcher.similar(
                     space, vec, limit=limit, filters=filters, exclude_ids=exclude, query_scores=scores
+                )
+                if hits or space is primary:
+                    return hits
+                sound = self.store.catalog.item_vector(row.id, primary.name)
+                if sound is None:
+                    return hits
+                # no other music in reach (a library of sounds and one song): the nearest sounds, not nothing
+                scores = self.store.catalog.item_scores(row.id, primary.name)
+                return self.searcher.similar(
+                    primary, sound, limit=limit, filters=filters, exclude_ids=exclude, query_scores=scores
                 )
         query = analyze.analyze_file(path, [primary], music_analyzers=[music] if music else None)
         segments = [(s.start, s.end, s.scores, s.embeddings) for s in query.segments]
@@ -273,7 +283,10 @@ class Library:
         if len(parts) > 1:
             return self._similar_parts(parts, by_name, limit=limit, filters=filters, exclude=exclude)
         space = by_name[parts[0].space] if parts else primary
-        return self.searcher.similar(space, query, limit=limit, filters=filters, exclude_ids=exclude)
+        hits = self.searcher.similar(space, query, limit=limit, filters=filters, exclude_ids=exclude)
+        if hits or space is primary:
+            return hits
+        return self.searcher.similar(primary, query, limit=limit, filters=filters, exclude_ids=exclude)  # as above
 
     @staticmethod
     def _example_parts(segments, primary: Analyzer, music: Analyzer | None, least: float) -> list[ExamplePart]:
