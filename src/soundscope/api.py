@@ -261,32 +261,40 @@ class Library:
             if len(parts) > 1:
                 return self._similar_parts(parts, by_name, limit=limit, filters=filters, exclude=exclude)
             space = by_name[parts[0].space] if parts else primary
-            vec = music_vec if space is heard else self.store.catalog.item_vector(row.id, space.name)
-            if vec is not None:
-                scores = self.store.catalog.item_scores(row.id, space.name)
-                hits = self.searcher.similar(
-                    space, vec, limit=limit, filters=filters, exclude_ids=exclude, query_scores=scores
-                )
-                if hits or space is primary:
-                    return hits
-                sound = self.store.catalog.item_vector(row.id, primary.name)
-                if sound is None:
-                    return hits
-                # no other music in reach (a library of sounds and one song): the nearest sounds, not nothing
-                scores = self.store.catalog.item_scores(row.id, primary.name)
+
+            def stored(a: Analyzer) -> list[Result] | None:
+                vec = music_vec if a is heard else self.store.catalog.item_vector(row.id, a.name)
+                if vec is None:
+                    return None
+                scores = self.store.catalog.item_scores(row.id, a.name)
                 return self.searcher.similar(
-                    primary, sound, limit=limit, filters=filters, exclude_ids=exclude, query_scores=scores
+                    a, vec, limit=limit, filters=filters, exclude_ids=exclude, query_scores=scores
                 )
+
+            hits = self._or_nearest_sounds(space, primary, stored)
+            if hits is not None:
+                return hits
         query = analyze.analyze_file(path, [primary], music_analyzers=[music] if music else None)
         segments = [(s.start, s.end, s.scores, s.embeddings) for s in query.segments]
         parts = self._example_parts(segments, primary, searchable, 0.3)
         if len(parts) > 1:
             return self._similar_parts(parts, by_name, limit=limit, filters=filters, exclude=exclude)
         space = by_name[parts[0].space] if parts else primary
-        hits = self.searcher.similar(space, query, limit=limit, filters=filters, exclude_ids=exclude)
-        if hits or space is primary:
+        return self._or_nearest_sounds(
+            space, primary, lambda a: self.searcher.similar(a, query, limit=limit, filters=filters, exclude_ids=exclude)
+        )
+
+    @staticmethod
+    def _or_nearest_sounds(
+        space: Analyzer, primary: Analyzer, search: Callable[[Analyzer], list[Result] | None]
+    ) -> list[Result] | None:
+        """``search(space)``; when the music space finds nothing (no other music in reach: a library of
+        sounds and one song), ``search(primary)``: the nearest sounds, not nothing. None: ``search`` could
+        not run (no stored vector)."""
+        hits = search(space)
+        if hits or hits is None or space is primary:
             return hits
-        return self.searcher.similar(primary, query, limit=limit, filters=filters, exclude_ids=exclude)  # as above
+        return search(primary) or hits
 
     @staticmethod
     def _example_parts(segments, primary: Analyzer, music: Analyzer | None, least: float) -> list[ExamplePart]:

@@ -328,8 +328,9 @@ class Indexer:
         for job, result in self._analyses(todo, jobs, ray):
             tick(job.path, self._finish(job, result, report))
         walked = {path for _, path in files}
-        report.removed = self._drop_missing(self._prunable(roots, walked, prune, report), walked - failed_now)
-        self._backfill_fingerprints({path for _, path in files} - failed_now)
+        readable = walked - failed_now
+        report.removed = self._drop_missing(self._prunable(roots, walked, prune, report), readable)
+        self._backfill_fingerprints(readable)
         for root in roots:
             self.store.catalog.clear_failures_under(printable(root), {printable(p) for p in failed_now})
         self.store.flush()  # fold the new vectors and columns into the saved accelerators
