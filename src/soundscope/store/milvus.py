@@ -657,7 +657,7 @@ class LocalMilvus:
         self.extra_config = dict(extra_config or {})
         self.proc: subprocess.Popen[bytes] | None = None
         self.metrics_port = 0
-        self._log_start = 0  # where this start's lines begin in logs/milvus.log
+        self._log_scanned = 0  # logs/milvus.log up to here is scanned for a port taken (this start's lines)
 
     @property
     def uri(self) -> str:
@@ -732,9 +732,8 @@ class LocalMilvus:
             MILVUSCONF=str(self.data_dir / "configs"),
             LD_LIBRARY_PATH=":".join(p for p in (str(bin_dir), os.environ.get("LD_LIBRARY_PATH", "")) if p),
         )
-        log_path = self.data_dir / "logs" / "milvus.log"
-        log = open(log_path, "ab")  # noqa: SIM115 - the child holds it
-        self._log_start = log.tell()
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the child holds it
+        self._log_scanned = log.tell()
         try:
             self.proc = subprocess.Popen(
                 [str(bin_dir / "milvus"), "run", "standalone"],
@@ -789,19 +788,26 @@ class LocalMilvus:
         raise TimeoutError(f"the Milvus server did not start in {self.startup_timeout:g} s:\n{self.log_tail()}")
 
     def _raise_if_port_taken(self) -> None:
+        """Scan the log lines written since the last call (whole lines only) for a listener that could not bind."""
         try:
-            with open(self.data_dir / "logs" / "milvus.log", "rb") as f:
-                f.seek(self._log_start)
-                text = f.read().decode(errors="replace")
+            with open(self.log_path, "rb") as f:
+                f.seek(self._log_scanned)
+                chunk = f.read()
         except OSError:
             return
-        found = re.search(r"listen tcp [^ \"]*:(\d+): bind: address already in use", text)
+        whole = chunk[: chunk.rfind(b"\n") + 1]
+        self._log_scanned += len(whole)
+        found = re.search(rb"listen tcp [^ \"]*:(\d+): bind: address already in use", whole)
         if found:
-            raise PortTakenError(f"port {found.group(1)} was taken before the server bound it")
+            raise PortTakenError(f"port {found.group(1).decode()} was taken before the server bound it")
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / "logs" / "milvus.log"
 
     def log_tail(self, n: int = 30) -> str:
         try:
-            lines = (self.data_dir / "logs" / "milvus.log").read_text(errors="replace").splitlines()
+            lines = self.log_path.read_text(errors="replace").splitlines()
         except OSError:
             return ""
         return "\n".join(lines[-n:])
